@@ -1,0 +1,334 @@
+"""Embedded default store: the real Qdrant engine in-process (``qdrant-edge-py``), one EdgeShard per collection.
+
+On disk (``data_dir``)::
+
+    .lock                         flock held while a store has the directory open (one process at a time)
+    collections/<name>/shard/     the EdgeShard (segments + WAL)
+    collections/<name>/meta.json  {"name", "dim", "meta"}: written atomically (temp + fsync + rename)
+
+Durability: the WAL is on, so an upsert that returned survives a SIGKILL (it is in the WAL, in the page
+cache); a machine crash may lose the last writes the OS had not written back. Creating a collection
+builds it under ``collections/.tmp-*`` and renames it into place; deleting renames it to
+``collections/.trash-*`` first; leftovers of either are removed on the next start.
+
+Threads: EdgeShard is thread-safe (a Rust object shared across threads; it releases the GIL while it
+works). Writes (upsert, delete, metadata, create/drop) run in ``asyncio.to_thread`` under a per-collection
+lock. Queries take ~0.1-0.5 ms, so they run inline on the event loop, except while a write to the same
+collection is in flight: a query then waits for the writer inside the engine (measured up to ~150 ms
+behind a 5k-point upsert), so it goes to a thread instead of stalling the loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import fcntl
+import json
+import logging
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import qdrant_edge as qe
+from . import _shared as sh
+from .base import (DENSE, SPARSE, CollectionInfo, Conflict, Filter, Hit, NotFound, Point, SparseVector,
+                   Unavailable, VectorStore)
+from .filters import doc_ids_filter, to_edge
+
+log = logging.getLogger("search_service.store.edge")
+T = TypeVar("T")
+
+META_FILE = "meta.json"
+# Deleted points keep counting in the sparse index's IDF statistics until their segment is vacuumed
+# (the Qdrant server behaves the same). After a delete we run the optimizer, which vacuums a segment once
+# this fraction of it is deleted: BM25 IDF then drifts by at most ~5% of the points, and a tiny delete
+# stays cheap (optimize() returns in ~0.2 ms when nothing is planned).
+VACUUM_DELETED_FRACTION = 0.05
+SHARD_DIR = "shard"
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON so a reader (or a crash) sees the old file or the new one, never a torn one."""
+    data = json.dumps(obj, ensure_ascii=False, sort_keys=True).encode()
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Collection:
+    name: str
+    path: Path
+    dim: int
+    meta: dict[str, Any]
+    shard: qe.EdgeShard
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    writers: int = 0            # writes in flight (touched only on the event-loop thread)
+
+
+class EdgeStore(VectorStore):
+    """The Qdrant engine in-process. Opens (``EdgeShard.load``) every collection under ``data_dir``."""
+
+    def __init__(self, data_dir: Path, *, payload_memory: qe.Memory = qe.Memory.Cold,
+                 vector_memory: qe.Memory = qe.Memory.Cached, max_search_threads: int | None = 1) -> None:
+        self._root = Path(data_dir) / "collections"
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._payload_memory = payload_memory
+        self._vector_memory = vector_memory
+        self._max_search_threads = max_search_threads
+        self._lock_fh = open(Path(data_dir) / ".lock", "a+")
+        try:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_fh.close()
+            raise RuntimeError(f"{data_dir} is in use by another store (another process or worker); "
+                               "the embedded engine allows one process per data directory — "
+                               "run one worker or use a Qdrant server (SEARCH_QDRANT_URL)") from None
+        self._catalog = threading.Lock()     # guards create/delete of collections
+        self._collections: dict[str, _Collection] = {}
+        self._closed = False
+        for entry in sorted(self._root.iterdir()):
+            if entry.name.startswith((".tmp-", ".trash-")):
+                shutil.rmtree(entry, ignore_errors=True)     # an interrupted create or delete
+            elif (entry / META_FILE).is_file():
+                self._collections[entry.name] = self._open(entry)
+            else:
+                log.warning("ignoring %s: no %s", entry, META_FILE)
+        log.info("embedded Qdrant engine: %d collection(s) loaded from %s", len(self._collections), self._root)
+
+    # -- engine configuration ---------------------------------------------------------------------
+
+    def _config(self, dim: int) -> qe.EdgeConfig:
+        return qe.EdgeConfig(
+            vectors={DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, memory=self._vector_memory)},
+            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+            payload_memory=self._payload_memory,
+            max_search_threads=self._max_search_threads,
+            optimizers=qe.EdgeOptimizersConfig(deleted_threshold=VACUUM_DELETED_FRACTION, vacuum_min_vector_number=1),
+            wal_enabled=True,
+        )
+
+    def _open(self, path: Path) -> _Collection:
+        doc = json.loads((path / META_FILE).read_text())
+        shard = qe.EdgeShard.load(str(path / SHARD_DIR), self._config(doc["dim"]))
+        return _Collection(name=doc["name"], path=path, dim=doc["dim"], meta=doc["meta"], shard=shard)
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    def _get(self, name: str) -> _Collection:
+        if self._closed:
+            raise Unavailable("the embedded vector store is closed")
+        coll = self._collections.get(sh.check_name(name))
+        if coll is None:
+            raise NotFound(f"collection {name!r} does not exist")
+        return coll
+
+    async def _write(self, coll: _Collection, fn: Callable[[], T]) -> T:
+        def locked() -> T:
+            with coll.lock:
+                return fn()
+        coll.writers += 1
+        try:
+            return await asyncio.to_thread(locked)
+        finally:
+            coll.writers -= 1
+
+    async def _read(self, coll: _Collection, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(fn) if coll.writers else fn()
+        except Exception:
+            if self._collections.get(coll.name) is not coll:   # dropped while we were reading
+                raise NotFound(f"collection {coll.name!r} does not exist") from None
+            raise
+
+    def _info(self, coll: _Collection) -> CollectionInfo:
+        return CollectionInfo(name=coll.name, dim=coll.dim, points_count=coll.shard.count(qe.CountRequest(exact=True)),
+                              meta=copy.deepcopy(coll.meta))
+
+    # -- collections --------------------------------------------------------------------------------
+
+    async def create_collection(self, name: str, dim: int, meta: dict[str, Any]) -> CollectionInfo:
+        sh.check_name(name)
+        sh.check_dim(dim)
+        meta = sh.json_meta(name, meta)
+        if self._closed:
+            raise Unavailable("the embedded vector store is closed")
+
+        def create() -> _Collection:
+            with self._catalog:
+                if name in self._collections:
+                    raise Conflict(f"collection {name!r} already exists")
+                tmp = self._root / f".tmp-{name}-{uuid.uuid4().hex}"
+                tmp.mkdir()
+                try:
+                    qe.EdgeShard.create(str(tmp / SHARD_DIR), self._config(dim)).close()
+                    write_json_atomic(tmp / META_FILE, {"name": name, "dim": dim, "meta": meta})
+                    final = self._root / name
+                    os.rename(tmp, final)
+                except BaseException:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    raise
+                _fsync_dir(self._root)
+                coll = self._collections[name] = self._open(final)
+                return coll
+
+        coll = await asyncio.to_thread(create)
+        return self._info(coll)
+
+    async def delete_collection(self, name: str) -> None:
+        coll = self._get(name)
+
+        def drop() -> None:
+            with self._catalog:
+                if self._collections.get(name) is not coll:
+                    raise NotFound(f"collection {name!r} does not exist")
+                del self._collections[name]
+            coll.shard.close()
+            trash = self._root / f".trash-{name}-{uuid.uuid4().hex}"
+            os.rename(coll.path, trash)
+            _fsync_dir(self._root)
+            shutil.rmtree(trash, ignore_errors=True)
+
+        await self._write(coll, drop)
+
+    async def list_collections(self) -> list[CollectionInfo]:
+        return [self._info(c) for c in list(self._collections.values())]
+
+    async def get_collection(self, name: str) -> CollectionInfo:
+        coll = self._get(name)
+        return await self._read(coll, lambda: self._info(coll))
+
+    async def update_meta(self, name: str, meta: dict[str, Any]) -> None:
+        coll = self._get(name)
+        meta = sh.json_meta(name, meta)
+
+        def save() -> None:
+            write_json_atomic(coll.path / META_FILE, {"name": coll.name, "dim": coll.dim, "meta": meta})
+            coll.meta = meta
+
+        await self._write(coll, save)
+
+    # -- points -------------------------------------------------------------------------------------
+
+    async def upsert(self, name: str, points: list[Point]) -> None:
+        """Applied in batches of ``UPSERT_BATCH`` points, one WAL record each (each point all-or-nothing)."""
+        coll = self._get(name)
+        sh.check_points(points, coll.dim)
+
+        def apply() -> None:
+            for batch in sh.batches(points):
+                coll.shard.update(qe.UpdateOperation.upsert_points([
+                    qe.Point(p.id, {DENSE: p.dense, SPARSE: qe.SparseVector(p.sparse.indices, p.sparse.values)},
+                             p.payload)
+                    for p in batch]))
+
+        if points:
+            await self._write(coll, apply)
+
+    async def delete_by_doc_ids(self, name: str, doc_ids: list[str]) -> None:
+        coll = self._get(name)
+        if doc_ids:
+            flt = to_edge(doc_ids_filter(doc_ids))
+
+            def delete() -> None:
+                coll.shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
+                coll.shard.optimize()       # vacuum past VACUUM_DELETED_FRACTION (keeps BM25 IDF honest)
+
+            await self._write(coll, delete)
+
+    async def count(self, name: str, filter: Filter | None = None) -> int:
+        coll = self._get(name)
+        request = qe.CountRequest(exact=True, filter=to_edge(filter))
+        return await self._read(coll, lambda: coll.shard.count(request))
+
+    async def optimize(self, name: str) -> bool:
+        """Merge segments / build indexes now (blocking a thread). See the module notes on when to call it."""
+        coll = self._get(name)
+        return await self._write(coll, coll.shard.optimize)
+
+    # -- search -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _query(vector: list[float] | qe.SparseVector, using: str, limit: int,
+               filter: qe.Filter | None) -> qe.QueryRequest:
+        return qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vector, using=using), filter=filter,
+                               with_payload=True, with_vector=False)
+
+    def _dense(self, coll: _Collection, vector: list[float], limit: int, flt: qe.Filter | None) -> qe.QueryRequest:
+        sh.check_limit(limit)
+        return self._query(sh.check_vector(vector, coll.dim), DENSE, limit, flt)
+
+    def _sparse(self, coll: _Collection, vector: SparseVector, limit: int, flt: qe.Filter | None) -> qe.QueryRequest:
+        sh.check_limit(limit)
+        sh.check_sparse(vector)
+        return self._query(qe.SparseVector(vector.indices, vector.values), SPARSE, limit, flt)
+
+    @staticmethod
+    def _hits(points: list[qe.ScoredPoint]) -> list[Hit]:
+        return [sh.hit(p.id, p.score, p.payload) for p in points]
+
+    async def search_dense(self, name: str, vector: list[float], limit: int,
+                           filter: Filter | None = None) -> list[Hit]:
+        coll = self._get(name)
+        request = self._dense(coll, vector, limit, to_edge(filter))
+        return self._hits(await self._read(coll, lambda: coll.shard.query(request)))
+
+    async def search_sparse(self, name: str, vector: SparseVector, limit: int,
+                            filter: Filter | None = None) -> list[Hit]:
+        coll = self._get(name)
+        request = self._sparse(coll, vector, limit, to_edge(filter))
+        return self._hits(await self._read(coll, lambda: coll.shard.query(request)))
+
+    async def search_both(self, name: str, dense: list[float], sparse: SparseVector, limit: int,
+                          filter: Filter | None = None) -> tuple[list[Hit], list[Hit]]:
+        """Both searches as one planned ``query_batch`` (one pass over the segments)."""
+        coll = self._get(name)
+        flt = to_edge(filter)
+        batch = qe.QueryBatchRequest([self._dense(coll, dense, limit, flt), self._sparse(coll, sparse, limit, flt)])
+        d, s = await self._read(coll, lambda: coll.shard.query_batch(batch))
+        return self._hits(d), self._hits(s)
+
+    async def retrieve(self, name: str, ids: list[str]) -> list[Hit]:
+        coll = self._get(name)
+        ids = [sh.point_id(i) for i in ids]
+        if not ids:
+            return []
+        records = await self._read(coll, lambda: coll.shard.retrieve(list(dict.fromkeys(ids)), True, False))
+        return sh.in_order((sh.hit(r.id, 0.0, r.payload) for r in records), ids)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    async def ready(self) -> bool:
+        return not self._closed
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        def close_all() -> None:
+            with self._catalog:
+                for coll in self._collections.values():
+                    with coll.lock:
+                        coll.shard.close()
+                self._collections.clear()
+            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+            self._lock_fh.close()
+
+        await asyncio.to_thread(close_all)

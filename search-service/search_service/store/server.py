@@ -1,0 +1,230 @@
+"""Server store: ``qdrant_client.AsyncQdrantClient`` against a Qdrant server (Compose/Helm), or the
+client's local mode (``":memory:"`` or a directory) which runs the same client API in-process.
+
+Same data model as the embedded store: named dense vector ``"dense"`` (cosine) and sparse ``"bm25"``
+with ``Modifier.IDF``. Collection metadata lives in Qdrant's own *collection metadata* (server >= 1.16;
+qdrant-client 1.20 local mode supports it too): ``create_collection(metadata=...)`` and
+``update_collection(metadata=...)``, which merges — so :meth:`update_meta` sends ``None`` for keys to
+drop, giving replace semantics. Collections without our vector layout are not listed.
+
+Errors: connection failures and timeouts become ``Unavailable`` ("Qdrant at URL is unreachable: ..."),
+a 5xx ``Unavailable``, 404 ``NotFound``, 409 ``Conflict``, another 4xx a 400 with Qdrant's message.
+The HTTP client reconnects on the next call, so the store recovers by itself when the server is back.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+from qdrant_client import AsyncQdrantClient
+from qdrant_client import models as qm
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+from stack_common.errors import ServiceError
+
+from . import _shared as sh
+from .base import (DENSE, SPARSE, CollectionInfo, Conflict, Filter, Hit, NotFound, Point, SparseVector,
+                   Unavailable, VectorStore)
+from .filters import doc_ids_filter, to_client
+
+log = logging.getLogger("search_service.store.server")
+
+
+class ServerStore(VectorStore):
+    """``url``: a Qdrant server (http/https). ``location=":memory:"`` or ``path=DIR``: qdrant-client local mode."""
+
+    def __init__(self, *, url: str | None = None, location: str | None = None, path: str | None = None,
+                 timeout_s: float = 5.0, api_key: str | None = None) -> None:
+        if sum(x is not None for x in (url, location, path)) != 1:
+            raise ValueError("give exactly one of url, location, path")
+        if url is not None:
+            self._where = f"Qdrant at {url}"
+            self._client = AsyncQdrantClient(url=url, api_key=api_key, timeout=timeout_s,  # type: ignore[arg-type]
+                                             check_compatibility=False)
+        else:
+            self._where = f"Qdrant local mode ({location or path})"
+            self._client = AsyncQdrantClient(location=location, path=path)
+        self._dims: dict[str, int] = {}      # collection -> dim, to validate vectors without a round trip
+
+    # -- error mapping ------------------------------------------------------------------------------
+
+    def _error(self, exc: Exception, name: str | None) -> Exception:
+        what = f"collection {name!r}" if name else "the request"
+        if isinstance(exc, UnexpectedResponse):
+            detail = exc.content.decode(errors="replace")[:300]
+            if exc.status_code == 404:
+                return NotFound(f"{what} does not exist")
+            if exc.status_code == 409 or "already exists" in detail:
+                return Conflict(f"{what} already exists")
+            if exc.status_code is None or exc.status_code >= 500:
+                return Unavailable(f"{self._where} failed ({exc.status_code}): {detail}")
+            return ServiceError(f"{self._where} rejected {what}: {detail}")
+        if isinstance(exc, ResponseHandlingException):
+            return Unavailable(f"{self._where} is unreachable: {exc.source!r}")
+        if isinstance(exc, (httpx.TransportError, OSError, TimeoutError)):
+            return Unavailable(f"{self._where} is unreachable: {exc!r}")
+        if isinstance(exc, ValueError):          # local mode raises ValueError with a message
+            if "not found" in str(exc):
+                return NotFound(f"{what} does not exist")
+            if "already exists" in str(exc):
+                return Conflict(f"{what} already exists")
+            return ServiceError(f"{self._where} rejected {what}: {exc}")
+        return exc
+
+    async def _call(self, name: str | None, coro: Any) -> Any:
+        try:
+            return await coro
+        except ServiceError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped to our errors or re-raised as is
+            mapped = self._error(exc, name)
+            if mapped is exc:
+                raise
+            if isinstance(mapped, NotFound) and name:
+                self._dims.pop(name, None)
+            raise mapped from exc
+
+    # -- collections --------------------------------------------------------------------------------
+
+    def _to_info(self, name: str, info: qm.CollectionInfo) -> CollectionInfo | None:
+        vectors = info.config.params.vectors
+        sparse = info.config.params.sparse_vectors or {}
+        if not isinstance(vectors, dict) or DENSE not in vectors or SPARSE not in sparse:
+            return None
+        self._dims[name] = vectors[DENSE].size
+        return CollectionInfo(name=name, dim=vectors[DENSE].size, points_count=info.points_count or 0,
+                              meta=dict(info.config.metadata or {}))
+
+    async def _info(self, name: str) -> CollectionInfo:
+        info = self._to_info(name, await self._call(name, self._client.get_collection(name)))
+        if info is None:
+            raise NotFound(f"collection {name!r} is not a search collection (no '{DENSE}'/'{SPARSE}' vectors)")
+        return info
+
+    async def _dim(self, name: str) -> int:
+        if name not in self._dims:
+            await self._info(name)
+        return self._dims[name]
+
+    async def create_collection(self, name: str, dim: int, meta: dict[str, Any]) -> CollectionInfo:
+        sh.check_name(name)
+        sh.check_dim(dim)
+        meta = sh.json_meta(name, meta)
+        if await self._call(name, self._client.collection_exists(name)):
+            raise Conflict(f"collection {name!r} already exists")
+        await self._call(name, self._client.create_collection(
+            name,
+            vectors_config={DENSE: qm.VectorParams(size=dim, distance=qm.Distance.COSINE)},
+            sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
+            metadata=meta))
+        return await self._info(name)
+
+    async def delete_collection(self, name: str) -> None:
+        await self._info(sh.check_name(name))          # NotFound when missing (delete itself is idempotent)
+        await self._call(name, self._client.delete_collection(name))
+        self._dims.pop(name, None)
+
+    async def list_collections(self) -> list[CollectionInfo]:
+        names = [c.name for c in (await self._call(None, self._client.get_collections())).collections]
+        out = []
+        for name in sorted(names):
+            try:
+                info = self._to_info(name, await self._call(name, self._client.get_collection(name)))
+            except NotFound:                              # dropped meanwhile
+                continue
+            if info is not None:
+                out.append(info)
+        return out
+
+    async def get_collection(self, name: str) -> CollectionInfo:
+        return await self._info(sh.check_name(name))
+
+    async def update_meta(self, name: str, meta: dict[str, Any]) -> None:
+        meta = sh.json_meta(name, meta)
+        old = (await self._info(sh.check_name(name))).meta
+        patch = {**{k: None for k in old if k not in meta}, **meta}   # Qdrant merges: None drops a key
+        await self._call(name, self._client.update_collection(name, metadata=patch))
+
+    # -- points -------------------------------------------------------------------------------------
+
+    async def upsert(self, name: str, points: list[Point]) -> None:
+        """Sent in requests of ``UPSERT_BATCH`` points, each acknowledged (``wait=True``) before the next."""
+        sh.check_points(points, await self._dim(sh.check_name(name)))
+        for batch in sh.batches(points):
+            structs = [qm.PointStruct(id=sh.point_id(p.id), payload=p.payload, vector={
+                DENSE: p.dense, SPARSE: qm.SparseVector(indices=p.sparse.indices, values=p.sparse.values)})
+                for p in batch]
+            await self._call(name, self._client.upsert(name, points=structs, wait=True))
+
+    async def delete_by_doc_ids(self, name: str, doc_ids: list[str]) -> None:
+        await self._dim(sh.check_name(name))
+        if doc_ids:
+            selector = qm.FilterSelector(filter=to_client(doc_ids_filter(doc_ids)))
+            await self._call(name, self._client.delete(name, points_selector=selector, wait=True))
+
+    async def count(self, name: str, filter: Filter | None = None) -> int:
+        flt = to_client(filter)
+        result = await self._call(name, self._client.count(sh.check_name(name), count_filter=flt, exact=True))
+        return result.count
+
+    # -- search -------------------------------------------------------------------------------------
+
+    async def _dense(self, name: str, vector: list[float], limit: int, flt: qm.Filter | None) -> qm.QueryRequest:
+        sh.check_vector(vector, await self._dim(name))
+        return qm.QueryRequest(query=vector, using=DENSE, limit=sh.check_limit(limit), filter=flt, with_payload=True)
+
+    @staticmethod
+    def _sparse(vector: SparseVector, limit: int, flt: qm.Filter | None) -> qm.QueryRequest:
+        sh.check_sparse(vector)
+        return qm.QueryRequest(query=qm.SparseVector(indices=vector.indices, values=vector.values), using=SPARSE,
+                               limit=sh.check_limit(limit), filter=flt, with_payload=True)
+
+    async def _query(self, name: str, request: qm.QueryRequest) -> list[Hit]:
+        response = await self._call(name, self._client.query_points(
+            name, query=request.query, using=request.using, limit=request.limit, query_filter=request.filter,
+            with_payload=True, with_vectors=False))
+        return [sh.hit(p.id, p.score, p.payload) for p in response.points]
+
+    async def search_dense(self, name: str, vector: list[float], limit: int,
+                           filter: Filter | None = None) -> list[Hit]:
+        sh.check_name(name)
+        return await self._query(name, await self._dense(name, vector, limit, to_client(filter)))
+
+    async def search_sparse(self, name: str, vector: SparseVector, limit: int,
+                            filter: Filter | None = None) -> list[Hit]:
+        sh.check_name(name)
+        await self._dim(name)
+        return await self._query(name, self._sparse(vector, limit, to_client(filter)))
+
+    async def search_both(self, name: str, dense: list[float], sparse: SparseVector, limit: int,
+                          filter: Filter | None = None) -> tuple[list[Hit], list[Hit]]:
+        """One ``query_batch_points`` request for both searches (one round trip)."""
+        sh.check_name(name)
+        flt = to_client(filter)
+        requests = [await self._dense(name, dense, limit, flt), self._sparse(sparse, limit, flt)]
+        d, s = await self._call(name, self._client.query_batch_points(name, requests=requests))
+        return ([sh.hit(p.id, p.score, p.payload) for p in d.points],
+                [sh.hit(p.id, p.score, p.payload) for p in s.points])
+
+    async def retrieve(self, name: str, ids: list[str]) -> list[Hit]:
+        sh.check_name(name)
+        ids = [sh.point_id(i) for i in ids]
+        if not ids:
+            await self._dim(name)
+            return []
+        records = await self._call(name, self._client.retrieve(name, ids=list(dict.fromkeys(ids)),
+                                                               with_payload=True, with_vectors=False))
+        return sh.in_order((sh.hit(r.id, 0.0, r.payload) for r in records), ids)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    async def ready(self) -> bool:
+        try:
+            await self._call(None, self._client.get_collections())
+            return True
+        except Unavailable as exc:
+            log.warning("vector store not ready: %s", exc.message)
+            return False
+
+    async def close(self) -> None:
+        await self._client.close()
