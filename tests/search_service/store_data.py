@@ -107,6 +107,12 @@ def make_points(docs: tuple[dict, ...], chunks_per_doc: int = 1) -> list[Point]:
             for d, c, t in texts]
 
 
+def pass_points(points: list[Point], n: int) -> list[Point]:
+    """Copies of ``points`` with new ids and ``payload.pass = n`` (for write-until-killed tests)."""
+    return [Point(id=str(uuid.uuid5(NAMESPACE, f"pass{n}:{p.id}")), dense=p.dense, sparse=p.sparse,
+                  payload={**p.payload, "pass": n}) for p in points]
+
+
 FILTERS: dict[str, Filter] = {
     "year_range": Filter(must=(FieldCondition(key="metadata.year", range={"gte": 2000, "lt": 2012}),)),
     "kind_match": Filter(must=(FieldCondition(key="metadata.kind", match="study"),)),
