@@ -1,0 +1,11 @@
+"""HTTP layer: routes (validate, call one object, return a schema), schemas, dependencies."""
+from fastapi import APIRouter
+
+from .routes import collections, search
+
+
+def api_router() -> APIRouter:
+    router = APIRouter()
+    router.include_router(search.router)
+    router.include_router(collections.router)
+    return router

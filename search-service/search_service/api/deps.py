@@ -1,0 +1,36 @@
+"""Typed dependencies: the objects the app factory built once, taken from ``app.state``."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from stack_common.errors import Unavailable
+
+from ..core.settings import Settings
+from ..ingest import Ingestor
+from ..search import SearchService
+
+
+def _state(request: Request, name: str):
+    obj = getattr(request.app.state, name, None)
+    if obj is None:
+        reason = getattr(request.app.state, "not_ready_reason", None) or "starting"
+        raise Unavailable(f"search service not ready: {reason}")
+    return obj
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_searcher(request: Request) -> SearchService:
+    return _state(request, "searcher")
+
+
+def get_ingestor(request: Request) -> Ingestor:
+    return _state(request, "ingestor")
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SearcherDep = Annotated[SearchService, Depends(get_searcher)]
+IngestorDep = Annotated[Ingestor, Depends(get_ingestor)]

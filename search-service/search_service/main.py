@@ -1,0 +1,127 @@
+"""App factory: ``uvicorn --factory search_service.main:create_app``.
+
+The lifespan builds every long-lived object ONCE (store, embedder, BM25 analyzer, cache, use cases),
+keeps them on ``app.state`` and closes them on shutdown. Nothing is created at import time.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from stack_common.errors import install_error_handlers
+from stack_common.limits import BodySizeLimitMiddleware
+from stack_common.logs import configure_logging
+from stack_common.metrics import metrics_router
+
+from .api import api_router
+from .cache import SearchCache
+from .core.metrics import Metrics, MetricsMiddleware
+from .core.settings import Settings
+
+log = logging.getLogger("search_service")
+
+
+def _build_embedder(s: Settings):
+    from .embeddings import Embedder
+
+    return Embedder.load(models_dir=s.models_dir, intra_op_threads=s.embed_threads, max_batch=s.embed_max_batch,
+                         batch_wait_ms=s.embed_batch_wait_ms, variant=s.embed_variant)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    s: Settings = app.state.settings
+    metrics: Metrics = app.state.metrics
+    from .ingest import Ingestor
+    from .search import KeywordRetriever, SearchService, VectorRetriever
+    from .store import make_store
+    from .text import Analyzer, BM25Encoder
+
+    t0 = time.perf_counter()
+    store = embedder = cache = None
+    try:
+        store = make_store(qdrant_url=s.qdrant_url, data_dir=s.data_dir, timeout_s=s.qdrant_timeout_s,
+                           api_key=s.qdrant_api_key)
+        embedder, analyzer = await asyncio.gather(asyncio.to_thread(_build_embedder, s),
+                                                  asyncio.to_thread(Analyzer))
+        cache = SearchCache(s.redis_url, metrics, ttl_s=s.cache_ttl_s, timeout_s=s.redis_timeout_s,
+                            retry_s=s.redis_retry_s, prefix=s.cache_prefix, enabled=s.cache_enabled)
+        await cache.ping()
+        ingestor = Ingestor(store, embedder, analyzer, BM25Encoder, s, metrics)
+        retrievers = [VectorRetriever(store, embedder, metrics), KeywordRetriever(store, ingestor, metrics)]
+        app.state.store, app.state.embedder, app.state.cache = store, embedder, cache
+        app.state.ingestor = ingestor
+        app.state.searcher = SearchService(store, ingestor, cache, s, metrics, retrievers)
+        log.info("search service ready", extra={
+            "startup_s": round(time.perf_counter() - t0, 2), "model_id": embedder.model_id,
+            "store": "embedded" if not s.qdrant_url else s.qdrant_url.split("@")[-1],
+            "redis": cache.state()})
+    except BaseException:
+        log.exception("search service failed to start")
+        await _close(store, embedder, cache)
+        raise
+    try:
+        yield
+    finally:
+        app.state.searcher = app.state.ingestor = None
+        await _close(store, embedder, cache)
+        log.info("search service stopped")
+
+
+async def _close(store, embedder, cache) -> None:
+    if cache is not None:
+        await cache.close()
+    if embedder is not None:
+        await asyncio.to_thread(embedder.close)
+    if store is not None:
+        await store.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    metrics = Metrics()
+    app = FastAPI(title="search-service", version="0.1.0", lifespan=lifespan,
+                  description="Hybrid (dense + BM25) search over the Qdrant engine, with a Redis cache.")
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.searcher = app.state.ingestor = None
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)   # outermost: also counts 413s
+    app.include_router(api_router())
+    app.include_router(metrics_router(metrics.registry))
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict:
+        """The process is alive (no dependency checked)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz(request: Request) -> JSONResponse:
+        """Store and embedder ready → 200. Redis is reported but never fails readiness (cache bypassed)."""
+        state = request.app.state
+        store = getattr(state, "store", None)
+        embedder = getattr(state, "embedder", None)
+        cache = getattr(state, "cache", None)
+        checks: dict[str, str] = {}
+        try:
+            checks["store"] = "ok" if store is not None and await store.ready() else "not ready"
+        except Exception as exc:  # noqa: BLE001 - report, never raise from a probe
+            checks["store"] = f"down: {type(exc).__name__}: {exc}"
+        checks["embedder"] = f"ok ({embedder.model_id})" if embedder is not None and state.searcher else "not loaded"
+        if cache is None:
+            checks["redis"] = "not configured"
+        elif not cache.enabled:
+            checks["redis"] = "disabled"
+        else:
+            checks["redis"] = "ok" if await cache.ping() else "down (cache bypassed)"
+        ready = checks["store"] == "ok" and checks["embedder"].startswith("ok")
+        return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
+                            status_code=200 if ready else 503)
+
+    return app

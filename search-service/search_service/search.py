@@ -1,0 +1,217 @@
+"""The hybrid search use case: cache → retrieve (each retriever its top-N) → collapse chunks to
+documents → fuse → optional rerank → score_threshold → offset/limit.
+
+Retrievers and the rerank stage are pluggable parts:
+
+* a :class:`Retriever` has a ``name`` and ``async retrieve(query) -> list[Hit]`` (chunk hits, best
+  first). The built-ins are ``vector`` (MiniLM dense) and ``keyword`` (BM25 sparse); a third one (e.g.
+  a second embedder or SPLADE) is added to ``SearchService.retrievers`` and fused by name without
+  touching the fusion code (give it a weight with ``weights={"name": w}``).
+* a :class:`Reranker` reorders the fused candidates (``async rerank(query, candidates)``).
+
+Scores: hybrid responses carry the fused score normalised to [0, 1] by :func:`fusion.fuse` (what it
+means per method is documented there) and ``score_threshold`` filters on it. ``/search/vector``
+returns the cosine similarity clamped to [0, 1]; ``/search/keyword`` the BM25 score divided by the
+best hit's (the best hit scores 1). ``explain`` adds each retriever's rank (from 1) and raw score.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from stack_common.errors import ServiceError
+
+from . import fusion
+from .cache import SearchCache
+from .core.metrics import Metrics
+from .core.settings import Settings
+from .ingest import Ingestor
+from .store.base import Filter, Hit, SparseVector, VectorStore
+
+Mode = Literal["hybrid", "vector", "keyword"]
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A validated search request (built by the API layer)."""
+    query: str
+    collection: str
+    mode: Mode = "hybrid"
+    limit: int = 10
+    offset: int = 0
+    score_threshold: float | None = None
+    fusion: str = "zscore"
+    alpha: float | None = None
+    weights: tuple[tuple[str, float], ...] | None = None
+    rrf_k: int = 60
+    filter: Filter | None = None
+    explain: bool = False
+
+    def cache_fields(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["query"] = " ".join(self.query.split())
+        return d
+
+
+class QueryContext:
+    """What the retrievers share for one query: the text, filter, candidate count and lazily
+    computed encodings (the query embedding is computed once even if two retrievers want it)."""
+
+    def __init__(self, q: SearchQuery, candidates: int, meta: dict[str, Any]) -> None:
+        self.q = q
+        self.text = q.query
+        self.collection = q.collection
+        self.filter = q.filter
+        self.candidates = candidates
+        self.meta = meta
+        self._memo: dict[str, asyncio.Future] = {}
+
+    async def memo(self, key: str, make) -> Any:
+        fut = self._memo.get(key)
+        if fut is None:
+            fut = self._memo[key] = asyncio.ensure_future(make())
+        return await fut
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    name: str
+
+    async def retrieve(self, ctx: QueryContext) -> list[Hit]: ...
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    name: str
+
+    async def rerank(self, ctx: QueryContext, candidates: list["Candidate"]) -> list["Candidate"]: ...
+
+
+class VectorRetriever:
+    name = "vector"
+
+    def __init__(self, store: VectorStore, embedder, metrics: Metrics) -> None:
+        self.store, self.embedder, self.metrics = store, embedder, metrics
+
+    async def _embed(self, text: str) -> list[float]:
+        with self.metrics.stage("embed"):
+            vec = await self.embedder.embed_query(text)
+        return [float(x) for x in vec]
+
+    async def retrieve(self, ctx: QueryContext) -> list[Hit]:
+        vec = await ctx.memo("dense:" + self.embedder.model_id, lambda: self._embed(ctx.text))
+        with self.metrics.stage("vector"):
+            return await self.store.search_dense(ctx.collection, vec, ctx.candidates, ctx.filter)
+
+
+class KeywordRetriever:
+    name = "keyword"
+
+    def __init__(self, store: VectorStore, ingestor: Ingestor, metrics: Metrics) -> None:
+        self.store, self.ingestor, self.metrics = store, ingestor, metrics
+
+    async def retrieve(self, ctx: QueryContext) -> list[Hit]:
+        with self.metrics.stage("keyword"):
+            bm = ctx.meta.get("bm25", {})
+            enc = self.ingestor.encoder(bm.get("k1", 1.2), bm.get("b", 0.75))
+            sparse: SparseVector = enc.encode_query(ctx.text)
+            if not sparse.indices:   # only stopwords/punctuation: nothing can match
+                return []
+            return await self.store.search_sparse(ctx.collection, sparse, ctx.candidates, ctx.filter)
+
+
+@dataclass
+class Candidate:
+    doc_id: str
+    score: float
+    payload: dict[str, Any]
+    sources: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+
+def collapse(hits: list[Hit]) -> list[tuple[str, float, dict[str, Any]]]:
+    """Chunk hits (best first) → one entry per document, its best chunk's score and payload."""
+    seen: set[str] = set()
+    out = []
+    for h in hits:
+        doc_id = h.payload.get("doc_id", h.id)
+        if doc_id in seen:
+            continue
+        seen.add(doc_id)
+        out.append((doc_id, h.score, h.payload))
+    return out
+
+
+class SearchService:
+    def __init__(self, store: VectorStore, ingestor: Ingestor, cache: SearchCache | None, settings: Settings,
+                 metrics: Metrics, retrievers: list[Retriever], reranker: Reranker | None = None) -> None:
+        self.store = store
+        self.ingestor = ingestor
+        self.cache = cache
+        self.settings = settings
+        self.metrics = metrics
+        self.retrievers = {r.name: r for r in retrievers}
+        self.reranker = reranker
+
+    async def search(self, q: SearchQuery) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        info = await self.ingestor.collection(q.collection)          # 404 / 409 before anything else
+        key = None
+        if self.cache is not None and self.cache.enabled:
+            key = self.cache.key(q.collection, str(info.meta.get("version", "")), q.cache_fields())
+            hit = await self.cache.get(key)
+            if hit is not None:
+                hit["cached"] = True
+                hit["took_ms"] = round((time.perf_counter() - t0) * 1000, 3)
+                return hit
+        names = list(self.retrievers) if q.mode == "hybrid" else [q.mode]
+        candidates = max(self.settings.candidates, q.offset + q.limit)
+        ctx = QueryContext(q, candidates, info.meta)
+        lists = await asyncio.gather(*(self.retrievers[n].retrieve(ctx) for n in names))
+        per_doc = {n: collapse(hits) for n, hits in zip(names, lists)}
+        ranked = self._score(q, per_doc)
+        if self.reranker is not None and q.mode == "hybrid" and ranked:
+            with self.metrics.stage("rerank"):
+                ranked = await self.reranker.rerank(ctx, ranked)
+        if q.score_threshold is not None:
+            ranked = [c for c in ranked if c.score >= q.score_threshold]
+        page = ranked[q.offset:q.offset + q.limit]
+        results = []
+        for c in page:
+            p = c.payload
+            item: dict[str, Any] = {"id": c.doc_id, "score": round(float(c.score), 6), "title": p.get("title"),
+                                    "text": p.get("text", ""), "metadata": p.get("metadata") or {}}
+            if q.explain:
+                item["explain"] = {name: {"rank": rank, "score": float(raw)}
+                                   for name, (rank, raw) in c.sources.items()}
+            results.append(item)
+        response = {"results": results, "total": len(ranked), "cached": False}
+        if key is not None:
+            await self.cache.set(key, response)
+        response = {**response, "took_ms": round((time.perf_counter() - t0) * 1000, 3)}
+        return response
+
+    def _score(self, q: SearchQuery, per_doc: dict[str, list[tuple[str, float, dict]]]) -> list[Candidate]:
+        payloads: dict[str, dict[str, Any]] = {}
+        for entries in per_doc.values():
+            for doc_id, _, payload in entries:
+                payloads.setdefault(doc_id, payload)
+        if q.mode == "vector":
+            return [Candidate(d, min(1.0, max(0.0, s)), p, {"vector": (i + 1, s)})
+                    for i, (d, s, p) in enumerate(per_doc["vector"])]
+        if q.mode == "keyword":
+            entries = per_doc["keyword"]
+            top = entries[0][1] if entries and entries[0][1] > 0 else 1.0
+            return [Candidate(d, min(1.0, max(0.0, s / top)), p, {"keyword": (i + 1, s)})
+                    for i, (d, s, p) in enumerate(entries)]
+        with self.metrics.stage("fuse"):
+            try:
+                fused = fusion.fuse({n: [(d, s) for d, s, _ in entries] for n, entries in per_doc.items()},
+                                    method=q.fusion, weights=dict(q.weights) if q.weights else None,
+                                    rrf_k=q.rrf_k, alpha=q.alpha)
+            except ValueError as exc:   # unknown retriever in weights, alpha with weights, all weights 0
+                raise ServiceError(f"invalid request: {exc}", status_code=422,
+                                   error_type="validation_error") from None
+        return [Candidate(f.id, float(f.score), payloads[f.id], dict(f.sources)) for f in fused]
