@@ -1,0 +1,45 @@
+"""Model administration without restart: list, load, unload, switch the default.
+
+GET /admin/models; POST /admin/models/{name}/load {precision?}; POST /admin/models/{name}/unload;
+POST /admin/default {model, precision?}. Protected by LLM_ADMIN_KEY when set.
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from .deps import RegistryDep, require_admin
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+class LoadBody(BaseModel):
+    precision: str | None = Field(None, max_length=16, description="Variant to load (default: per device)")
+
+
+class DefaultBody(BaseModel):
+    model: str = Field(..., min_length=1, max_length=128)
+    precision: str | None = Field(None, max_length=16)
+
+
+@router.get("/models")
+async def models(registry: RegistryDep) -> dict:
+    return {"default": registry.default, "on_disk": registry.available(),
+            "loaded": [m.describe() for _, m in sorted(registry.loaded.items())]}
+
+
+@router.post("/models/{name}/load")
+async def load(name: str, registry: RegistryDep, body: LoadBody | None = None) -> dict:
+    model = await registry.load(name, body.precision if body else None)
+    return {"status": "loaded", **model.describe()}
+
+
+@router.post("/models/{name}/unload")
+async def unload(name: str, registry: RegistryDep) -> dict:
+    return await registry.unload(name)
+
+
+@router.post("/default")
+async def set_default(body: DefaultBody, registry: RegistryDep) -> dict:
+    model = await registry.set_default(body.model, body.precision)
+    return {"status": "ok", "default": registry.default, **model.describe()}

@@ -1,0 +1,40 @@
+"""Typed dependencies: the objects the app factory built once and keeps on ``app.state``."""
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from stack_common.errors import ServiceError
+
+from ..core.settings import Settings
+from ..registry import ModelRegistry
+from ..serving import GenerationService
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry
+
+
+def get_serving(request: Request) -> GenerationService:
+    return request.app.state.serving
+
+
+def require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    key = request.app.state.settings.admin_key
+    if not key:
+        return
+    given = (authorization or "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), key.encode()):
+        raise ServiceError("admin endpoints need 'Authorization: Bearer <LLM_ADMIN_KEY>'", status_code=401,
+                           error_type="unauthorized")
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+ServingDep = Annotated[GenerationService, Depends(get_serving)]

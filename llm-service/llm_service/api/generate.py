@@ -1,0 +1,34 @@
+"""POST /generate: raw prompt in, text out (or SSE with ``stream: true``)."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from ..openai_protocol import GenerateRequest, GenerateResponse, stop_tuple, usage_dict
+from .deps import ServingDep
+from .sse import sse_response
+
+router = APIRouter(tags=["generate"])
+
+
+def sampling_of(body) -> dict:
+    return {"temperature": body.temperature, "top_p": body.top_p, "top_k": body.top_k,
+            "repetition_penalty": body.repetition_penalty, "seed": body.seed, "stop": stop_tuple(body.stop)}
+
+
+@router.post("/generate", response_model=GenerateResponse,
+             responses={400: {}, 404: {}, 429: {}, 503: {}, 504: {}})
+async def generate(body: GenerateRequest, request: Request, serving: ServingDep):
+    prepared = await serving.prepare(model=body.model, precision=body.precision, max_new_tokens=body.max_new_tokens,
+                                     sampling=sampling_of(body), prompt=body.prompt)
+    if body.stream:
+        async def chunks():
+            async for ev in serving.events(prepared):
+                chunk = {"text": ev.text, "model": prepared.model, "precision": prepared.precision,
+                         "finish_reason": ev.finish_reason}
+                if ev.finish_reason is not None:
+                    chunk["usage"] = usage_dict(ev.prompt_tokens, ev.completion_tokens)
+                yield chunk
+        return sse_response(chunks())
+    r = await serving.collect(prepared, request.is_disconnected)
+    return GenerateResponse(text=r.text, model=prepared.model, precision=prepared.precision,
+                            finish_reason=r.finish_reason, usage=usage_dict(r.prompt_tokens, r.completion_tokens))

@@ -1,0 +1,27 @@
+"""GET /healthz (alive) and GET /readyz (the default model is loaded)."""
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from .deps import RegistryDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(registry: RegistryDep) -> JSONResponse:
+    name = registry.default
+    if name and name in registry.loaded:
+        model = registry.loaded[name]
+        return JSONResponse({"status": "ready", "default_model": name, "precision": model.default_precision,
+                             "loaded": sorted(registry.loaded)})
+    reason = (f"default model {name!r} is not loaded" if name else
+              "no default model: set LLM_DEFAULT_MODEL or POST /admin/default")
+    return JSONResponse({"status": "not_ready", "reason": reason, "models_on_disk": registry.available()},
+                        status_code=503)

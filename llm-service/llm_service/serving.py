@@ -1,0 +1,141 @@
+"""The generation use case, shared by /generate and the OpenAI endpoints (routes only wire).
+
+``prepare`` resolves the model (a lease), tokenizes (chat template for messages) and checks the limits;
+``collect`` runs a request to the end (cancelled when the client disconnects); ``events`` streams it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator, Awaitable, Callable
+
+from stack_common.errors import ServiceError
+
+from .core.settings import Settings
+from .engine.base import GenerationEvent, GenerationRequest, SamplingParams
+from .engine.tokenizer import ChatTemplateError
+from .registry import Lease, ModelRegistry
+
+log = logging.getLogger("llm_service.serving")
+
+
+class GenerationTimeout(ServiceError):
+    status_code = 504
+    error_type = "timeout"
+
+
+@dataclass
+class Prepared:
+    lease: Lease
+    request: GenerationRequest
+
+    @property
+    def model(self) -> str:
+        return self.lease.model.name
+
+    @property
+    def precision(self) -> str:
+        return self.lease.precision
+
+
+@dataclass
+class Result:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class GenerationService:
+    def __init__(self, settings: Settings, registry: ModelRegistry) -> None:
+        self.settings = settings
+        self.registry = registry
+
+    async def prepare(self, *, model: str | None, precision: str | None, max_new_tokens: int | None,
+                      sampling: dict, prompt: str | None = None, messages: list[dict] | None = None) -> Prepared:
+        s = self.settings
+        n = s.default_max_new_tokens if max_new_tokens is None else max_new_tokens
+        if not 1 <= n <= s.max_new_tokens_limit:
+            raise ServiceError(f"max_new_tokens must be between 1 and {s.max_new_tokens_limit}, got {n}")
+        if prompt is not None and len(prompt) > s.max_prompt_chars:
+            raise ServiceError(f"prompt has {len(prompt)} characters; the limit is {s.max_prompt_chars}")
+        lease = await self.registry.acquire(model, precision)
+        try:
+            tok = lease.model.tokenizer
+            if messages is not None:
+                try:
+                    text = tok.apply_chat_template(messages, add_generation_prompt=True)
+                except ChatTemplateError as exc:
+                    raise ServiceError(f"malformed messages: {exc}") from exc
+                if len(text) > s.max_prompt_chars:
+                    raise ServiceError(f"messages have {len(text)} characters; the limit is {s.max_prompt_chars}")
+                ids = await asyncio.to_thread(tok.encode, text, False)
+            else:
+                ids = await asyncio.to_thread(tok.encode, prompt or "", True)
+            if not ids:
+                raise ServiceError("prompt is empty after tokenization")
+            ctx = lease.model.context_length
+            if len(ids) + n > ctx:
+                raise ServiceError(f"prompt has {len(ids)} tokens and max_new_tokens is {n}: {len(ids) + n} "
+                                   f"exceeds the context length of {lease.model.name} ({ctx} tokens)")
+            params = SamplingParams(max_new_tokens=n, **sampling)
+            return Prepared(lease, GenerationRequest(ids, params, lease.model.eos_token_ids))
+        except BaseException:
+            lease.release()
+            raise
+
+    async def events(self, prepared: Prepared) -> AsyncIterator[GenerationEvent]:
+        """Events to the end; releases the lease. Raises GenerationTimeout past request_timeout_s."""
+        deadline = time.monotonic() + self.settings.request_timeout_s
+        agen = prepared.lease.engine.generate(prepared.request)
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    event = await asyncio.wait_for(anext(agen), timeout=max(left, 0.001))
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    self.registry.metrics.request_failure.labels("timeout").inc()
+                    raise GenerationTimeout(f"generation took longer than {self.settings.request_timeout_s}s "
+                                            "(LLM_REQUEST_TIMEOUT_S) and was cancelled") from None
+                if event.error:
+                    raise ServiceError(event.error, status_code=500, error_type="generation_error")
+                yield event
+                if event.finish_reason is not None:
+                    return
+        finally:
+            await agen.aclose()
+            prepared.lease.release()
+
+    async def collect(self, prepared: Prepared, is_disconnected: Callable[[], Awaitable[bool]] | None = None,
+                      poll_s: float = 0.2) -> Result:
+        """Run to the end; when the client goes away, cancel the generation (its batch row is dropped)."""
+        async def run() -> Result:
+            parts: list[str] = []
+            last = None
+            async for ev in self.events(prepared):
+                parts.append(ev.text)
+                last = ev
+            assert last is not None
+            return Result("".join(parts), last.finish_reason or "stop", last.prompt_tokens, last.completion_tokens)
+
+        task = asyncio.ensure_future(run())
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=poll_s)
+                if done:
+                    return task.result()
+                if is_disconnected is not None and await is_disconnected():
+                    log.info("client disconnected; generation cancelled", extra={"model": prepared.model})
+                    task.cancel()
+                    raise ServiceError("client disconnected", status_code=499, error_type="client_closed")
+        finally:
+            if not task.done():
+                task.cancel()
+                try:
+                    await task
+                except BaseException:
+                    pass
