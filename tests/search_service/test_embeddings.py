@@ -1,0 +1,95 @@
+"""search_service.embeddings: the real MiniLM int8 ONNX model (session fixture ``embedder``)."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from search_service.embeddings import DIM, Embedder, prebuilt_model_file, tokenizer_dir
+
+SENTENCES = [
+    "A man is playing a guitar on stage.",
+    "Vitamin D deficiency is associated with an increased risk of fractures.",
+    "The stock market fell sharply after the interest rate announcement.",
+    "Aspirin reduces the risk of heart attack in some patients.",
+    "검색 엔진은 문서를 빠르게 찾아 준다.",
+]
+
+
+def test_shape_dtype_and_normalised(embedder):
+    assert embedder.dim == DIM == 384
+    assert embedder.model_id.startswith("sentence-transformers/all-MiniLM-L6-v2")
+    out = embedder.encode(SENTENCES)
+    assert out.shape == (len(SENTENCES), 384) and out.dtype == np.float32
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert embedder.encode([]).shape == (0, 384)
+    assert np.isfinite(embedder.encode([""])).all()
+
+
+def test_order_is_kept_although_sorted_by_length(embedder):
+    texts = ["short", "a much longer sentence about proteins and the cells that make them " * 3, "mid size text"]
+    batch = embedder.encode(texts, batch_size=2)
+    for i, t in enumerate(texts):
+        assert float(batch[i] @ embedder.encode([t])[0]) > 0.999
+
+
+def test_semantic_sanity(embedder):
+    a, para, other = embedder.encode([
+        "How do I reset my password?",
+        "What are the steps to change my login password?",
+        "The weather in Paris is sunny today.",
+    ])
+    assert float(a @ para) > float(a @ other) + 0.3
+
+
+@pytest.fixture(scope="module")
+def fp32_reference():
+    """The fp32 sentence-transformers model (torch), the reference the int8 ONNX must match."""
+    torch = pytest.importorskip("torch")
+    st = pytest.importorskip("sentence_transformers")
+    torch.set_num_threads(1)
+    model = st.SentenceTransformer(str(tokenizer_dir()), device="cpu")
+    assert model.max_seq_length == 256
+    return model
+
+
+def test_parity_with_fp32_sentence_transformers(embedder, fp32_reference):
+    ref = fp32_reference.encode(SENTENCES, normalize_embeddings=True)
+    got = embedder.encode(SENTENCES)
+    cos = (ref * got).sum(axis=1)
+    assert cos.min() > 0.98, cos
+
+
+async def test_micro_batched_queries_equal_single_encoding(embedder):
+    before = embedder.batches_run
+    queries = [f"query number {i} about {w}" for i, w in enumerate(["cells", "genes", "vitamin", "tumour"] * 4)]
+    got = await asyncio.gather(*(embedder.embed_query(q) for q in queries))
+    ran = embedder.batches_run - before
+    assert ran < len(queries)       # concurrent calls shared ORT calls
+    for q, v in zip(queries, got):
+        assert v.shape == (384,) and v.dtype == np.float32
+        assert float(v @ embedder.encode([q])[0]) > 0.995
+
+
+async def test_micro_batches_respect_max_batch():
+    emb = Embedder(prebuilt_model_file(), tokenizer_dir() / "tokenizer.json", model_id="t", max_batch=4,
+                   batch_wait_ms=5.0)
+    try:
+        out = await asyncio.gather(*(emb.embed_query(f"text {i}") for i in range(10)))
+        assert len(out) == 10 and emb.batches_run >= 3     # 10 queries, at most 4 per ORT call
+        single = await emb.embed_query("text 3")            # alone: still answers
+        assert float(single @ out[3]) > 0.995
+    finally:
+        emb.close()
+    with pytest.raises(RuntimeError):
+        await emb.embed_query("closed")
+
+
+def test_long_text_is_truncated_to_256_tokens(embedder):
+    long = "Proteins fold into complex three dimensional structures. " * 400
+    assert embedder.token_count(long) == 256
+    v = embedder.encode([long])[0]
+    assert np.isfinite(v).all() and abs(float(np.linalg.norm(v)) - 1.0) < 1e-5
+    # what lies past the limit does not change the vector
+    assert float(v @ embedder.encode([long + " unrelated tail about football " * 50])[0]) > 0.9999
