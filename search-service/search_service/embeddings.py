@@ -223,7 +223,9 @@ class Embedder:
             self._timer = self._loop.call_later(self.batch_wait_ms / 1000.0, self._flush)
 
     def _flush(self) -> None:
-        self._timer = None
+        if self._timer is not None:     # called early (a batch finished): the timer is not needed
+            self._timer.cancel()
+            self._timer = None
         # While every worker is busy, queries keep accumulating; a finishing batch flushes them.
         while self._pending and self._busy < self._workers:
             batch = [(t, f) for t, f in self._pending[:self.max_batch] if not f.done()]
@@ -237,6 +239,7 @@ class Embedder:
 
     async def _run_batch(self, batch: list[tuple[str, asyncio.Future]]) -> None:
         loop = asyncio.get_running_loop()
+        generation = self._loop
         try:
             texts = [t for t, _ in batch]
             vecs = await loop.run_in_executor(self._executor, self.encode, texts, len(texts))
@@ -251,9 +254,10 @@ class Embedder:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            self._busy -= 1
-            if self._pending:
-                self._flush()          # they have already waited for this batch: go now
+            if self._loop is generation:   # (state was reset if the embedder moved to another loop)
+                self._busy -= 1
+                if self._pending and not self._closed:
+                    self._flush()          # they have already waited for this batch: go now
 
     def close(self) -> None:
         self._closed = True

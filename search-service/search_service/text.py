@@ -60,6 +60,7 @@ _WORD = re.compile(r"[^\W_]+")
 KOREAN_CONTENT_TAGS = frozenset({"NNG", "NNP", "NR", "VV", "VA", "XR", "SL", "SH", "SN"})
 
 _kiwi_lock = threading.Lock()
+_kiwi_use = threading.Lock()    # one analysis at a time: Kiwi's thread safety is not documented
 _kiwi = None
 
 
@@ -104,7 +105,10 @@ class Analyzer:
 
     def korean(self, text: str) -> list[str]:
         out = []
-        for tok in _get_kiwi().tokenize(text):
+        kiwi = _get_kiwi()
+        with _kiwi_use:
+            morphemes = kiwi.tokenize(text)
+        for tok in morphemes:
             if tok.tag.split("-", 1)[0] in KOREAN_CONTENT_TAGS:
                 if tok.tag in ("SL", "SN"):   # Latin words/numbers in a Korean word: as English
                     out.extend(self.english(tok.form))
