@@ -130,6 +130,14 @@ class StoreContract:
         assert await store.search_sparse(unique_name, SparseVector([], []), 5) == []
         assert await store.search_sparse(unique_name, SparseVector([123], [1.0]), 5) == []   # unknown term
         assert len(await store.search_dense(unique_name, target.dense, 100)) == 40
+        # with_payload: none, or only some keys (ids and scores unchanged)
+        bare = await store.search_dense(unique_name, target.dense, 5, with_payload=False)
+        assert ids(bare) == ids(top) and all(h.payload == {} for h in bare)
+        d, s = await store.search_both(unique_name, target.dense, title_query, 3, with_payload=["doc_id", "chunk"])
+        assert ids(s) == ids(sparse) and ids(d) == ids(top[:3])
+        assert d[0].payload == {"doc_id": target.payload["doc_id"], "chunk": 0}
+        with pytest.raises(ServiceError, match="with_payload"):
+            await store.search_sparse(unique_name, title_query, 3, with_payload=[])
 
     async def test_metadata_and_points_survive_reopen(self, tmp_path: Path, unique_name: str) -> None:
         store = self.open(tmp_path)

@@ -82,6 +82,15 @@ def json_meta(name: str, meta: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in clean.items() if v is not None}
 
 
+def payload_selector(with_payload: bool | list[str]) -> bool | list[str]:
+    if isinstance(with_payload, bool):
+        return with_payload
+    keys = list(with_payload)
+    if not keys or not all(isinstance(k, str) and k for k in keys):
+        raise ServiceError("with_payload takes true, false or a non-empty list of payload keys")
+    return keys
+
+
 def batches(items: list, size: int = UPSERT_BATCH) -> Iterable[list]:
     for start in range(0, len(items), size):
         yield items[start:start + size]

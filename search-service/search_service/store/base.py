@@ -118,21 +118,27 @@ class VectorStore(abc.ABC):
     @abc.abstractmethod
     async def count(self, name: str, filter: Filter | None = None) -> int: ...
 
+    # ``with_payload`` (added after the first draft; default keeps the old behaviour): True = the whole
+    # payload, False = none (``Hit.payload == {}``), a list of keys = only those (e.g. ["doc_id", "chunk"]).
+    # Copying whole payloads dominates the engine's time at limit 100 (see scripts/bench_store.py): fetch
+    # candidates with a few keys, then ``retrieve`` the page you return.
+
     @abc.abstractmethod
     async def search_dense(self, name: str, vector: list[float], limit: int,
-                           filter: Filter | None = None) -> list[Hit]:
+                           filter: Filter | None = None, *, with_payload: bool | list[str] = True) -> list[Hit]:
         """Top ``limit`` points by cosine similarity, best first."""
 
     @abc.abstractmethod
     async def search_sparse(self, name: str, vector: SparseVector, limit: int,
-                            filter: Filter | None = None) -> list[Hit]:
+                            filter: Filter | None = None, *, with_payload: bool | list[str] = True) -> list[Hit]:
         """Top ``limit`` points by BM25 (sparse dot product with engine IDF), best first."""
 
     async def search_both(self, name: str, dense: list[float], sparse: SparseVector, limit: int,
-                          filter: Filter | None = None) -> tuple[list[Hit], list[Hit]]:
+                          filter: Filter | None = None, *,
+                          with_payload: bool | list[str] = True) -> tuple[list[Hit], list[Hit]]:
         """Dense and sparse top-``limit`` in one go (implementations may batch them)."""
-        return (await self.search_dense(name, dense, limit, filter),
-                await self.search_sparse(name, sparse, limit, filter))
+        return (await self.search_dense(name, dense, limit, filter, with_payload=with_payload),
+                await self.search_sparse(name, sparse, limit, filter, with_payload=with_payload))
 
     @abc.abstractmethod
     async def retrieve(self, name: str, ids: list[str]) -> list[Hit]:

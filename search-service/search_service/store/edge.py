@@ -265,42 +265,44 @@ class EdgeStore(VectorStore):
     # -- search -------------------------------------------------------------------------------------
 
     @staticmethod
-    def _query(vector: list[float] | qe.SparseVector, using: str, limit: int,
-               filter: qe.Filter | None) -> qe.QueryRequest:
-        return qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vector, using=using), filter=filter,
-                               with_payload=True, with_vector=False)
+    def _query(vector: list[float] | qe.SparseVector, using: str, limit: int, filter: qe.Filter | None,
+               with_payload: bool | list[str]) -> qe.QueryRequest:
+        return qe.QueryRequest(limit=sh.check_limit(limit), query=qe.Query.Nearest(vector, using=using),
+                               filter=filter, with_payload=sh.payload_selector(with_payload), with_vector=False)
 
-    def _dense(self, coll: _Collection, vector: list[float], limit: int, flt: qe.Filter | None) -> qe.QueryRequest:
-        sh.check_limit(limit)
-        return self._query(sh.check_vector(vector, coll.dim), DENSE, limit, flt)
+    def _dense(self, coll: _Collection, vector: list[float], limit: int, flt: qe.Filter | None,
+               with_payload: bool | list[str]) -> qe.QueryRequest:
+        return self._query(sh.check_vector(vector, coll.dim), DENSE, limit, flt, with_payload)
 
-    def _sparse(self, coll: _Collection, vector: SparseVector, limit: int, flt: qe.Filter | None) -> qe.QueryRequest:
-        sh.check_limit(limit)
+    def _sparse(self, vector: SparseVector, limit: int, flt: qe.Filter | None,
+                with_payload: bool | list[str]) -> qe.QueryRequest:
         sh.check_sparse(vector)
-        return self._query(qe.SparseVector(vector.indices, vector.values), SPARSE, limit, flt)
+        return self._query(qe.SparseVector(vector.indices, vector.values), SPARSE, limit, flt, with_payload)
 
     @staticmethod
     def _hits(points: list[qe.ScoredPoint]) -> list[Hit]:
         return [sh.hit(p.id, p.score, p.payload) for p in points]
 
     async def search_dense(self, name: str, vector: list[float], limit: int,
-                           filter: Filter | None = None) -> list[Hit]:
+                           filter: Filter | None = None, *, with_payload: bool | list[str] = True) -> list[Hit]:
         coll = self._get(name)
-        request = self._dense(coll, vector, limit, to_edge(filter))
+        request = self._dense(coll, vector, limit, to_edge(filter), with_payload)
         return self._hits(await self._read(coll, lambda: coll.shard.query(request)))
 
     async def search_sparse(self, name: str, vector: SparseVector, limit: int,
-                            filter: Filter | None = None) -> list[Hit]:
+                            filter: Filter | None = None, *, with_payload: bool | list[str] = True) -> list[Hit]:
         coll = self._get(name)
-        request = self._sparse(coll, vector, limit, to_edge(filter))
+        request = self._sparse(vector, limit, to_edge(filter), with_payload)
         return self._hits(await self._read(coll, lambda: coll.shard.query(request)))
 
     async def search_both(self, name: str, dense: list[float], sparse: SparseVector, limit: int,
-                          filter: Filter | None = None) -> tuple[list[Hit], list[Hit]]:
+                          filter: Filter | None = None, *,
+                          with_payload: bool | list[str] = True) -> tuple[list[Hit], list[Hit]]:
         """Both searches as one planned ``query_batch`` (one pass over the segments)."""
         coll = self._get(name)
         flt = to_edge(filter)
-        batch = qe.QueryBatchRequest([self._dense(coll, dense, limit, flt), self._sparse(coll, sparse, limit, flt)])
+        batch = qe.QueryBatchRequest([self._dense(coll, dense, limit, flt, with_payload),
+                                      self._sparse(sparse, limit, flt, with_payload)])
         d, s = await self._read(coll, lambda: coll.shard.query_batch(batch))
         return self._hits(d), self._hits(s)
 

@@ -169,39 +169,43 @@ class ServerStore(VectorStore):
 
     # -- search -------------------------------------------------------------------------------------
 
-    async def _dense(self, name: str, vector: list[float], limit: int, flt: qm.Filter | None) -> qm.QueryRequest:
+    async def _dense(self, name: str, vector: list[float], limit: int, flt: qm.Filter | None,
+                     with_payload: bool | list[str]) -> qm.QueryRequest:
         sh.check_vector(vector, await self._dim(name))
-        return qm.QueryRequest(query=vector, using=DENSE, limit=sh.check_limit(limit), filter=flt, with_payload=True)
+        return qm.QueryRequest(query=vector, using=DENSE, limit=sh.check_limit(limit), filter=flt,
+                               with_payload=sh.payload_selector(with_payload))
 
     @staticmethod
-    def _sparse(vector: SparseVector, limit: int, flt: qm.Filter | None) -> qm.QueryRequest:
+    def _sparse(vector: SparseVector, limit: int, flt: qm.Filter | None,
+                with_payload: bool | list[str]) -> qm.QueryRequest:
         sh.check_sparse(vector)
         return qm.QueryRequest(query=qm.SparseVector(indices=vector.indices, values=vector.values), using=SPARSE,
-                               limit=sh.check_limit(limit), filter=flt, with_payload=True)
+                               limit=sh.check_limit(limit), filter=flt, with_payload=sh.payload_selector(with_payload))
 
     async def _query(self, name: str, request: qm.QueryRequest) -> list[Hit]:
         response = await self._call(name, self._client.query_points(
             name, query=request.query, using=request.using, limit=request.limit, query_filter=request.filter,
-            with_payload=True, with_vectors=False))
+            with_payload=request.with_payload, with_vectors=False))
         return [sh.hit(p.id, p.score, p.payload) for p in response.points]
 
     async def search_dense(self, name: str, vector: list[float], limit: int,
-                           filter: Filter | None = None) -> list[Hit]:
+                           filter: Filter | None = None, *, with_payload: bool | list[str] = True) -> list[Hit]:
         sh.check_name(name)
-        return await self._query(name, await self._dense(name, vector, limit, to_client(filter)))
+        return await self._query(name, await self._dense(name, vector, limit, to_client(filter), with_payload))
 
     async def search_sparse(self, name: str, vector: SparseVector, limit: int,
-                            filter: Filter | None = None) -> list[Hit]:
+                            filter: Filter | None = None, *, with_payload: bool | list[str] = True) -> list[Hit]:
         sh.check_name(name)
         await self._dim(name)
-        return await self._query(name, self._sparse(vector, limit, to_client(filter)))
+        return await self._query(name, self._sparse(vector, limit, to_client(filter), with_payload))
 
     async def search_both(self, name: str, dense: list[float], sparse: SparseVector, limit: int,
-                          filter: Filter | None = None) -> tuple[list[Hit], list[Hit]]:
+                          filter: Filter | None = None, *,
+                          with_payload: bool | list[str] = True) -> tuple[list[Hit], list[Hit]]:
         """One ``query_batch_points`` request for both searches (one round trip)."""
         sh.check_name(name)
         flt = to_client(filter)
-        requests = [await self._dense(name, dense, limit, flt), self._sparse(sparse, limit, flt)]
+        requests = [await self._dense(name, dense, limit, flt, with_payload), self._sparse(sparse, limit, flt, with_payload)]
         d, s = await self._call(name, self._client.query_batch_points(name, requests=requests))
         return ([sh.hit(p.id, p.score, p.payload) for p in d.points],
                 [sh.hit(p.id, p.score, p.payload) for p in s.points])
