@@ -1,0 +1,147 @@
+"""Retrieval-augmented answers: hybrid retrieval → a prompt that packs the top passages within the
+model's context budget, each tagged with its document id → llm-service (OpenAI chat over HTTP) → the
+answer with its sources and token usage.
+
+If llm-service is down, overloaded or too slow, the caller gets a 503 whose ``details.sources`` still
+carries what was retrieved, so a client can show the passages without the generated answer.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from .llm_client import LLMClient, LLMUnavailable
+from .search import SearchQuery, SearchService
+
+SYSTEM_PROMPT = (
+    "You answer the user's question using only the numbered sources below. "
+    "Cite the sources you use by their id in square brackets, e.g. [doc-1]. "
+    "If the sources do not contain the answer, say that you do not know."
+)
+CHARS_PER_TOKEN = 4     # conservative estimate for English text with BPE tokenizers
+
+
+@dataclass(frozen=True)
+class RagParams:
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float | None = None
+    model: str | None = None
+    context_tokens: int = 1024      # budget for the packed passages
+
+
+def pack_passages(results: list[dict[str, Any]], budget_tokens: int, min_chars: int = 200) -> list[dict[str, Any]]:
+    """Take results in rank order while they fit ``budget_tokens`` (estimated); the last one that does
+    not fit whole is cut at a word boundary if at least ``min_chars`` of it fit."""
+    budget = budget_tokens * CHARS_PER_TOKEN
+    packed = []
+    for r in results:
+        header = f"[{r['id']}] {r.get('title') or ''}".strip()
+        text = " ".join((r.get("text") or "").split())
+        cost = len(header) + len(text) + 2
+        if cost <= budget:
+            packed.append({**r, "text": text})
+            budget -= cost
+            continue
+        room = budget - len(header) - 2
+        if room >= min_chars:
+            cut = text[:room].rsplit(" ", 1)[0]
+            packed.append({**r, "text": cut + " …"})
+        break
+    return packed
+
+
+def build_messages(question: str, passages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    blocks = [f"[{p['id']}] {p.get('title') or ''}\n{p['text']}".strip() for p in passages]
+    sources = "\n\n".join(blocks) if blocks else "(no sources found)"
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": f"Sources:\n{sources}\n\nQuestion: {question}"},
+    ]
+
+
+def _source(r: dict[str, Any]) -> dict[str, Any]:
+    return {"id": r["id"], "title": r.get("title"), "score": r["score"]}
+
+
+class RagService:
+    def __init__(self, searcher: SearchService, llm: LLMClient) -> None:
+        self.searcher = searcher
+        self.llm = llm
+
+    async def _retrieve(self, q: SearchQuery, p: RagParams) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float]:
+        t0 = time.perf_counter()
+        found = await self.searcher.search(q)
+        passages = pack_passages(found["results"], p.context_tokens)
+        return passages, [_source(r) for r in passages], (time.perf_counter() - t0) * 1000
+
+    def _llm_params(self, p: RagParams) -> dict[str, Any]:
+        return {"model": p.model, "max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p}
+
+    async def answer(self, q: SearchQuery, p: RagParams) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        passages, sources, retrieval_ms = await self._retrieve(q, p)
+        try:
+            out = await self.llm.chat(build_messages(q.query, passages), **self._llm_params(p))
+        except LLMUnavailable as exc:
+            exc.details = {"sources": sources}
+            raise
+        choice = out["choices"][0]
+        return {
+            "answer": choice["message"]["content"],
+            "finish_reason": choice.get("finish_reason"),
+            "model": out.get("model"),
+            "sources": sources,
+            "usage": out.get("usage"),
+            "retrieval_ms": round(retrieval_ms, 3),
+            "took_ms": round((time.perf_counter() - t0) * 1000, 3),
+        }
+
+    async def stream(self, q: SearchQuery, p: RagParams) -> AsyncIterator[bytes]:
+        """Open the answer stream. Retrieval and the connection to llm-service happen before this
+        returns, so a down llm-service is a 503 (with sources), not a broken 200 stream.
+
+        Events: ``event: sources`` first, then ``data: {"delta": ...}`` chunks, then
+        ``event: done`` with usage and finish_reason, then ``data: [DONE]``. A failure mid-stream
+        ends with ``event: error``.
+        """
+        passages, sources, retrieval_ms = await self._retrieve(q, p)
+        chunks = self.llm.chat_stream(build_messages(q.query, passages), **self._llm_params(p))
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            first = None
+        except LLMUnavailable as exc:
+            exc.details = {"sources": sources}
+            raise
+
+        async def events() -> AsyncIterator[bytes]:
+            yield _sse({"sources": sources, "retrieval_ms": round(retrieval_ms, 3)}, "sources")
+            usage, finish = None, None
+            try:
+                pending = [first] if first is not None else []
+                while True:
+                    chunk = pending.pop() if pending else await anext(chunks)
+                    usage = chunk.get("usage") or usage
+                    for choice in chunk.get("choices") or []:
+                        delta = (choice.get("delta") or {}).get("content")
+                        if delta:
+                            yield _sse({"delta": delta})
+                        finish = choice.get("finish_reason") or finish
+            except StopAsyncIteration:
+                yield _sse({"finish_reason": finish, "usage": usage}, "done")
+                yield b"data: [DONE]\n\n"
+            except LLMUnavailable as exc:
+                yield _sse({"error": {"type": exc.error_type, "message": exc.message}}, "error")
+            finally:
+                await chunks.aclose()
+
+        return events()
+
+
+def _sse(data: dict[str, Any], event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
