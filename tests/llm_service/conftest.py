@@ -42,3 +42,57 @@ def smollm2_model_dir() -> Path:
 
     res = run_pipeline("smollm2", models_dir=REPO_MODELS, precisions=("fp32", "int8"))
     return res.model_dir
+
+
+# --- service fixtures (llm-service over real HTTP) ----------------------------------------------
+def llm_env(models_dir: Path, **extra: str) -> dict[str, str]:
+    """LLM_* environment of a test service process (tiny model, plain logs)."""
+    env = {"LLM_MODELS_DIR": str(models_dir), "LLM_LOG_JSON": "false", "LLM_INTRA_OP_THREADS": "1",
+           "LLM_DEVICE": "cpu"}
+    env.update({k if k.startswith("LLM_") else f"LLM_{k.upper()}": str(v) for k, v in extra.items()})
+    return env
+
+
+def start_llm(tmp_path_factory, models_dir: Path, name: str, **extra: str):
+    from tests.procs import ServiceProcess
+
+    log_path = tmp_path_factory.mktemp("logs") / f"llm-{name}.log"
+    return ServiceProcess("llm_service.main:create_app", env=llm_env(models_dir, **extra), log_path=log_path,
+                          ready_path="/readyz").start(timeout=120)
+
+
+@pytest.fixture(scope="session")
+def llm_server(tiny_model_dir, tmp_path_factory):
+    """One llm-service process on the tiny model (int8 by default on CPU), shared by the API tests."""
+    proc = start_llm(tmp_path_factory, tiny_model_dir, "main", default_model=TINY_NAME, max_batch_size=8,
+                     batch_wait_ms=10, max_new_tokens_limit=256, max_body_bytes=65536, max_queue=64)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir):
+    """The tiny model's tokenizer, as the service loads it (to count tokens independently)."""
+    from tokenizers import Tokenizer
+
+    import json
+    manifest = json.loads((tiny_model_dir / TINY_NAME / "manifest.json").read_text())
+    return Tokenizer.from_file(str(tiny_model_dir / TINY_NAME / manifest["tokenizer_dir"] / "tokenizer.json"))
+
+
+@pytest.fixture(scope="session")
+def two_models_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """A models dir with two copies of the tiny model, ``tiny-a`` and ``tiny-b`` (hard links: no disk cost)."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("two-models")
+
+    def link(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    for name in ("tiny-a", "tiny-b"):
+        shutil.copytree(tiny_model_dir / TINY_NAME, out / name, copy_function=link)
+    return out

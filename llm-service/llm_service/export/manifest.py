@@ -75,6 +75,7 @@ class Quantization(BaseModel):
     method: str                      # "dynamic" (QInt8) or "matmul_nbits" (int4)
     weight_type: str | None = None   # "QInt8" / "int4"
     per_channel: bool | None = None
+    reduce_range: bool | None = None   # 7-bit weights: needed on CPUs without VNNI (see pipeline)
     pre_optimization: str | None = None
     block_size: int | None = None
     accuracy_level: int | None = None

