@@ -140,6 +140,14 @@ class VectorStore(abc.ABC):
         return (await self.search_dense(name, dense, limit, filter, with_payload=with_payload),
                 await self.search_sparse(name, sparse, limit, filter, with_payload=with_payload))
 
+    async def optimize(self, name: str) -> bool:
+        """Build indexes / merge segments now, e.g. after a bulk load (added; default: nothing to do).
+
+        The embedded engine optimizes only when asked; a Qdrant server does it in the background.
+        Returns True when something changed.
+        """
+        return False
+
     @abc.abstractmethod
     async def retrieve(self, name: str, ids: list[str]) -> list[Hit]:
         """Points by id (score 0), in the order given, missing ids skipped."""
