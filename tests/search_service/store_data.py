@@ -90,7 +90,8 @@ def load_queries(n: int) -> tuple[str, ...]:
 
 def metadata(doc_id: str) -> dict:
     h = zlib.crc32(doc_id.encode())
-    return {"year": 1990 + h % 30, "kind": KINDS[(h >> 8) % len(KINDS)], "score": (h % 1000) / 10.0}
+    return {"year": 1990 + h % 30, "kind": KINDS[(h >> 8) % len(KINDS)], "score": (h % 1000) / 10.0,
+            "reviewed": bool((h >> 4) % 2)}
 
 
 def make_points(docs: tuple[dict, ...], chunks_per_doc: int = 1) -> list[Point]:
@@ -116,6 +117,8 @@ def pass_points(points: list[Point], n: int) -> list[Point]:
 FILTERS: dict[str, Filter] = {
     "year_range": Filter(must=(FieldCondition(key="metadata.year", range={"gte": 2000, "lt": 2012}),)),
     "kind_match": Filter(must=(FieldCondition(key="metadata.kind", match="study"),)),
+    "bool_and_int_match": Filter(must=(FieldCondition(key="metadata.reviewed", match=True),),
+                                 must_not=(FieldCondition(key="metadata.year", match=2001),)),
     "kind_any_not_old": Filter(must=(FieldCondition(key="metadata.kind", any=("review", "trial")),),
                                must_not=(FieldCondition(key="metadata.year", range={"lt": 1995}),)),
     "kind_except": Filter(must=(FieldCondition(key="metadata.kind", except_=("study", "note")),)),

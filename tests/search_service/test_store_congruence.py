@@ -64,6 +64,8 @@ async def test_filters_hold_and_counts_agree(stores: tuple[VectorStore, VectorSt
         "year_range": sum(2000 <= metadata(d["_id"])["year"] < 2012 for d in docs),
         "kind_match": sum(metadata(d["_id"])["kind"] == "study" for d in docs),
         "kind_except": sum(metadata(d["_id"])["kind"] not in ("study", "note") for d in docs),
+        "bool_and_int_match": sum(metadata(d["_id"])["reviewed"] and metadata(d["_id"])["year"] != 2001
+                                  for d in docs),
     }
     for case, n in expected.items():
         assert 0 < n < N_DOCS

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numbers
 from typing import Any, Protocol
 
+import numpy as np
 import qdrant_edge as qe
 from qdrant_client import models as qm
 from stack_common.errors import ServiceError
@@ -34,7 +35,9 @@ class _Edge:
         return qe.Filter(must=must or None, should=should or None, must_not=must_not or None)
 
     def match(self, key: str, value: str | int | bool) -> qe.FieldCondition:
-        return qe.FieldCondition(key, match=qe.MatchValue(value))
+        # qdrant-edge 0.9.0 reads a Python bool as the integer 1/0 (bool is an int subclass), which then
+        # never matches a boolean payload; numpy.bool_ is not an int, so it arrives as a real bool.
+        return qe.FieldCondition(key, match=qe.MatchValue(np.bool_(value) if isinstance(value, bool) else value))
 
     def any(self, key: str, values: list) -> qe.FieldCondition:
         return qe.FieldCondition(key, match=qe.MatchAny(values))
