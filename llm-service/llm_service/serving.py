@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from stack_common.errors import ServiceError
 
@@ -28,8 +28,12 @@ class GenerationTimeout(ServiceError):
 
 @dataclass
 class Prepared:
+    """A validated, queued request: holds its model lease and its engine handle until ``close``."""
     lease: Lease
     request: GenerationRequest
+    handle: Any = None
+    finished: bool = False
+    closed: bool = False
 
     @property
     def model(self) -> str:
@@ -38,6 +42,17 @@ class Prepared:
     @property
     def precision(self) -> str:
         return self.lease.precision
+
+    def close(self) -> None:
+        """Idempotent: stop the generation if it still runs (client gone) and release the model."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.handle is not None:
+            self.handle.cancelled = True
+            if not self.finished:
+                self.lease.registry.metrics.request_failure.labels("cancelled").inc()
+        self.lease.release()
 
 
 @dataclass
@@ -81,7 +96,9 @@ class GenerationService:
                 raise ServiceError(f"prompt has {len(ids)} tokens and max_new_tokens is {n}: {len(ids) + n} "
                                    f"exceeds the context length of {lease.model.name} ({ctx} tokens)")
             params = SamplingParams(max_new_tokens=n, **sampling)
-            return Prepared(lease, GenerationRequest(ids, params, lease.model.eos_token_ids))
+            prepared = Prepared(lease, GenerationRequest(ids, params, lease.model.eos_token_ids))
+            prepared.handle = lease.engine.submit(prepared.request)   # 429 here, before any response starts
+            return prepared
         except BaseException:
             lease.release()
             raise
@@ -89,30 +106,35 @@ class GenerationService:
     async def events(self, prepared: Prepared) -> AsyncIterator[GenerationEvent]:
         """Events to the end; releases the lease. Raises GenerationTimeout past request_timeout_s."""
         deadline = time.monotonic() + self.settings.request_timeout_s
-        agen = prepared.lease.engine.generate(prepared.request)
+        agen = prepared.lease.engine.events(prepared.handle)
         try:
             while True:
                 left = deadline - time.monotonic()
                 try:
                     event = await asyncio.wait_for(anext(agen), timeout=max(left, 0.001))
                 except StopAsyncIteration:
+                    prepared.finished = True
                     return
                 except TimeoutError:
+                    prepared.finished = True
                     self.registry.metrics.request_failure.labels("timeout").inc()
                     raise GenerationTimeout(f"generation took longer than {self.settings.request_timeout_s}s "
                                             "(LLM_REQUEST_TIMEOUT_S) and was cancelled") from None
                 if event.error:
+                    prepared.finished = True
                     raise ServiceError(event.error, status_code=500, error_type="generation_error")
-                yield event
                 if event.finish_reason is not None:
+                    prepared.finished = True
+                yield event
+                if prepared.finished:
                     return
         finally:
             await agen.aclose()
-            prepared.lease.release()
+            prepared.close()
 
-    async def collect(self, prepared: Prepared, is_disconnected: Callable[[], Awaitable[bool]] | None = None,
-                      poll_s: float = 0.2) -> Result:
-        """Run to the end; when the client goes away, cancel the generation (its batch row is dropped)."""
+    async def collect(self, prepared: Prepared, disconnected: Callable[[], Awaitable[object]] | None = None) -> Result:
+        """Run to the end; when ``disconnected`` returns first (the client went away), cancel the
+        generation (its batch row is dropped at the next step)."""
         async def run() -> Result:
             parts: list[str] = []
             last = None
@@ -123,19 +145,18 @@ class GenerationService:
             return Result("".join(parts), last.finish_reason or "stop", last.prompt_tokens, last.completion_tokens)
 
         task = asyncio.ensure_future(run())
+        watch = asyncio.ensure_future(disconnected()) if disconnected is not None else None
         try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=poll_s)
-                if done:
-                    return task.result()
-                if is_disconnected is not None and await is_disconnected():
-                    log.info("client disconnected; generation cancelled", extra={"model": prepared.model})
-                    task.cancel()
-                    raise ServiceError("client disconnected", status_code=499, error_type="client_closed")
+            await asyncio.wait({task, watch} if watch else {task}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                return task.result()
+            log.info("client disconnected; generation cancelled", extra={"model": prepared.model})
+            raise ServiceError("client disconnected", status_code=499, error_type="client_closed")
         finally:
-            if not task.done():
-                task.cancel()
-                try:
-                    await task
-                except BaseException:
-                    pass
+            for t in (task, watch):
+                if t is not None and not t.done():
+                    t.cancel()
+                    try:
+                        await t
+                    except BaseException:
+                        pass

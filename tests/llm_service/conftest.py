@@ -26,11 +26,12 @@ TINY_NAME = "tiny-llama"
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """A models dir holding one complete tiny model: ``<dir>/tiny-llama/manifest.json`` (fp32 + int8)."""
+    """A models dir holding one complete tiny model: ``<dir>/tiny-llama/manifest.json`` (variants fp32,
+    int8, int4; default_variant cpu=int8, cuda=fp32)."""
     from llm_service.export.pipeline import run_pipeline
 
     models = tmp_path_factory.mktemp("models")
-    run_pipeline("tiny", name=TINY_NAME, models_dir=models, precisions=("fp32", "int8"),
+    run_pipeline("tiny", name=TINY_NAME, models_dir=models, precisions=("fp32", "int8", "int4"),
                  cache_dir=REPO_MODELS / ".cache", bench_tokens=16, bench_runs=1)
     return models
 
@@ -40,7 +41,7 @@ def smollm2_model_dir() -> Path:
     """models/smollm2-135m-instruct of the repo, built (or reused) by the real pipeline."""
     from llm_service.export.pipeline import run_pipeline
 
-    res = run_pipeline("smollm2", models_dir=REPO_MODELS, precisions=("fp32", "int8"))
+    res = run_pipeline("smollm2", models_dir=REPO_MODELS)   # same defaults as make run: a cache hit
     return res.model_dir
 
 
@@ -65,7 +66,7 @@ def start_llm(tmp_path_factory, models_dir: Path, name: str, **extra: str):
 def llm_server(tiny_model_dir, tmp_path_factory):
     """One llm-service process on the tiny model (int8 by default on CPU), shared by the API tests."""
     proc = start_llm(tmp_path_factory, tiny_model_dir, "main", default_model=TINY_NAME, max_batch_size=8,
-                     batch_wait_ms=10, max_new_tokens_limit=256, max_body_bytes=65536, max_queue=64)
+                     batch_wait_ms=10, max_new_tokens_limit=1024, max_body_bytes=65536, max_queue=64)
     yield proc
     proc.stop()
 

@@ -38,3 +38,12 @@ def require_admin(request: Request, authorization: Annotated[str | None, Header(
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 ServingDep = Annotated[GenerationService, Depends(get_serving)]
+
+
+async def wait_disconnect(request: Request) -> None:
+    """Returns when the client hangs up (the body is already read, so the next ASGI message is the
+    disconnect); used to cancel non-streaming generations. Streaming responses detect it themselves."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

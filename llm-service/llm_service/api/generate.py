@@ -4,7 +4,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from ..openai_protocol import GenerateRequest, GenerateResponse, stop_tuple, usage_dict
-from .deps import ServingDep
+from .deps import wait_disconnect, ServingDep
 from .sse import sse_response
 
 router = APIRouter(tags=["generate"])
@@ -28,7 +28,7 @@ async def generate(body: GenerateRequest, request: Request, serving: ServingDep)
                 if ev.finish_reason is not None:
                     chunk["usage"] = usage_dict(ev.prompt_tokens, ev.completion_tokens)
                 yield chunk
-        return sse_response(chunks())
-    r = await serving.collect(prepared, request.is_disconnected)
+        return sse_response(chunks(), prepared.close)
+    r = await serving.collect(prepared, lambda: wait_disconnect(request))
     return GenerateResponse(text=r.text, model=prepared.model, precision=prepared.precision,
                             finish_reason=r.finish_reason, usage=usage_dict(r.prompt_tokens, r.completion_tokens))

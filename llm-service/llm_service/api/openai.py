@@ -7,7 +7,7 @@ from stack_common.errors import ServiceError
 
 from ..openai_protocol import (ChatCompletionRequest, CompletionRequest, OpenAIFields, chat_body, chat_chunk,
                                completion_body, model_card, new_id, usage_dict)
-from .deps import RegistryDep, ServingDep
+from .deps import wait_disconnect, RegistryDep, ServingDep
 from .generate import sampling_of
 from .sse import sse_response
 
@@ -46,8 +46,8 @@ async def completions(body: CompletionRequest, request: Request, serving: Servin
                     body_["choices"] = []
                     body_["usage"] = usage_dict(ev.prompt_tokens, ev.completion_tokens)
                     yield body_
-        return sse_response(chunks())
-    r = await serving.collect(prepared, request.is_disconnected)
+        return sse_response(chunks(), prepared.close)
+    r = await serving.collect(prepared, lambda: wait_disconnect(request))
     return completion_body(rid, prepared.model, r.text, r.finish_reason,
                            usage_dict(r.prompt_tokens, r.completion_tokens))
 
@@ -73,6 +73,6 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servin
                     if include_usage:
                         yield chat_chunk(rid, prepared.model, None, None,
                                          usage_dict(ev.prompt_tokens, ev.completion_tokens))
-        return sse_response(chunks())
-    r = await serving.collect(prepared, request.is_disconnected)
+        return sse_response(chunks(), prepared.close)
+    r = await serving.collect(prepared, lambda: wait_disconnect(request))
     return chat_body(rid, prepared.model, r.text, r.finish_reason, usage_dict(r.prompt_tokens, r.completion_tokens))

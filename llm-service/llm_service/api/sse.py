@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from fastapi.responses import StreamingResponse
 
@@ -22,6 +22,22 @@ async def _with_errors(chunks: AsyncIterator[Any]) -> AsyncIterator[str]:
     yield "data: [DONE]\n\n"
 
 
-def sse_response(chunks: AsyncIterator[Any]) -> StreamingResponse:
-    return StreamingResponse(_with_errors(chunks), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+class EventStreamResponse(StreamingResponse):
+    """A streaming response that always runs ``on_close`` (even when the client left before the
+    first chunk, when the chunk generator never starts and so never cleans up)."""
+
+    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None] | None = None) -> None:
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.on_close = on_close
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.on_close is not None:
+                self.on_close()
+
+
+def sse_response(chunks: AsyncIterator[Any], on_close: Callable[[], None] | None = None) -> EventStreamResponse:
+    return EventStreamResponse(_with_errors(chunks), on_close)

@@ -107,9 +107,9 @@ class BatchEngine:
         self._thread.start()
 
     # --- async side ---------------------------------------------------------------------------
-    async def generate(self, req: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        """Events of one request; the last has ``finish_reason``. Leaving early cancels the request.
-        Raises Overloaded (429) at once when the queue is full."""
+    def submit(self, req: GenerationRequest) -> "_Seq":
+        """Queue a request (call from the event loop). Raises Overloaded (429) at once when the queue is
+        full. Read its events with :meth:`events`; set ``cancelled`` on the handle to drop it."""
         if self._closed:
             raise RuntimeError("engine closed")
         self.gate.enter()
@@ -117,6 +117,10 @@ class BatchEngine:
         with self._cv:
             self._pending.append(seq)
             self._cv.notify()
+        return seq
+
+    async def events(self, seq: "_Seq") -> AsyncIterator[GenerationEvent]:
+        """Events of a submitted request; the last has ``finish_reason``. Leaving early cancels it."""
         try:
             while True:
                 event = await seq.queue.get()
@@ -125,6 +129,12 @@ class BatchEngine:
                     return
         finally:
             seq.cancelled = True   # no-op when finished; else the worker drops the row at its next step
+
+    async def generate(self, req: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        """submit + events."""
+        seq = self.submit(req)
+        async for event in self.events(seq):
+            yield event
 
     def close(self, timeout: float = 10.0) -> None:
         with self._cv:
@@ -143,9 +153,7 @@ class BatchEngine:
         while self._pending and len(out) < room:
             seq = self._pending.popleft()
             self.gate.leave()
-            if seq.cancelled:
-                if self.metrics:
-                    self.metrics.request_failure.labels("cancelled").inc()
+            if seq.cancelled:   # counted by the serving layer
                 continue
             out.append(seq)
         return out
@@ -246,8 +254,6 @@ class BatchEngine:
         for i, s in enumerate(seqs):
             if s.cancelled:
                 s.done = True
-                if m:
-                    m.request_failure.labels("cancelled").inc()
                 continue
             p = s.req.params
             seen = np.fromiter(s.seen, dtype=np.int64) if s.seen else None
