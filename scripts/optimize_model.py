@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source", default="smollm2", help="smollm2 | tiny | PATH to a HF causal-LM folder")
     ap.add_argument("--name", default=None, help="model name = folder under --models-dir (default: from source)")
     ap.add_argument("--models-dir", default="models")
-    ap.add_argument("--precisions", default="fp32,int8", help="comma list of fp32,int8,int4 (fp32 always built)")
+    ap.add_argument("--precisions", default=None,
+                    help="comma list of fp32,int8,int4 (fp32 always built); default: fp32,int8 plus any "
+                         "variant built before")
     ap.add_argument("--force", action="store_true", help="rebuild every step")
     ap.add_argument("--opset", type=int, default=None)
     ap.add_argument("--no-validate", action="store_true", help="skip optimum's torch-vs-ONNX check")
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     res = run_pipeline(args.source, name=args.name, models_dir=args.models_dir,
-                       precisions=[p.strip() for p in args.precisions.split(",") if p.strip()],
+                       precisions=None if args.precisions is None else
+                       [p.strip() for p in args.precisions.split(",") if p.strip()],
                        force=args.force, opset=args.opset, validate=not args.no_validate,
                        bench_tokens=args.bench_tokens, bench_runs=args.bench_runs,
                        echo=lambda s: print(s, flush=True))

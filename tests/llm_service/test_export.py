@@ -22,7 +22,7 @@ def test_tiny_manifest_valid_and_files_match(tiny_model_dir):
     mdir = tiny_model_dir / TINY_NAME
     m = load_manifest(mdir, verify=True)
     assert m.name == TINY_NAME and m.source.kind == "tiny"
-    assert set(m.variants) == {"fp32", "int8"}
+    assert set(m.variants) == {"fp32", "int8", "int4"}
     assert m.default_variant == {"cpu": "int8", "cuda": "fp32"}
     assert m.architecture == "llama" and m.num_layers == 2
     assert m.eos_token_ids == [2] and m.pad_token_id == 2 and m.has_chat_template
@@ -32,8 +32,13 @@ def test_tiny_manifest_valid_and_files_match(tiny_model_dir):
         assert v.bench and v.bench.tokens_per_s > 0
     q = m.variants["int8"]
     assert q.quantization.weight_type == "QInt8" and q.quantization.per_channel
-    assert q.agreement_vs_fp32 is not None
-    assert 0.0 <= q.agreement_vs_fp32.top1 <= 1.0 and q.agreement_vs_fp32.kl_nats >= 0.0
+    assert q.quantization.reduce_range
+    assert m.variants["int4"].quantization.method == "matmul_nbits"
+    for p in ("int8", "int4"):
+        a = m.variants[p].agreement_vs_fp32
+        assert a is not None and a.positions > 100
+        assert 0.0 <= a.top1 <= 1.0 and a.kl_nats >= 0.0
+    assert m.variants["fp32"].agreement_vs_fp32 is None
     tdir = mdir / m.tokenizer_dir
     assert json.loads((tdir / "tokenizer_config.json").read_text())["chat_template"]
     assert not verify_files(mdir, m.files)
@@ -63,6 +68,8 @@ def test_int8_close_to_fp32_on_tiny(tiny_model_dir):
     assert a.shape == b.shape == (len(ids), m.vocab_size)
     corr = np.corrcoef(a.ravel(), b.ravel())[0, 1]
     assert corr > 0.95, corr
+    c = OrtCausalLM(mdir / m.variants["int4"].path).logits(ids)
+    assert np.corrcoef(a.ravel(), c.ravel())[0, 1] > 0.9
     # Greedy with the KV cache equals teacher-forced argmax of the same model (cache path is right),
     # and int8's first greedy token is among fp32's top 5.
     gen = fp32.greedy(ids, 8)
@@ -86,7 +93,7 @@ def test_cli_second_run_is_a_cache_hit(tiny_model_dir):
                        capture_output=True, text=True, timeout=300, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "all steps cached" in r.stdout and "command:" in r.stdout
-    for step in ("source", "fp32", "int8", "evaluate"):
+    for step in ("source", "fp32", "int8", "int4", "evaluate"):
         assert f"{step:<9} cached" in r.stdout
     assert {p: (mdir / p).stat().st_mtime_ns for p in before} == before
     assert (mdir / "manifest.json").read_text() == manifest_before
@@ -94,25 +101,29 @@ def test_cli_second_run_is_a_cache_hit(tiny_model_dir):
 
 def test_changed_file_rebuilds_that_step_and_force_rebuilds_all(tiny_model_dir, tmp_path):
     mdir = _copy_model(tiny_model_dir, TINY_NAME, tmp_path / "models")
-    cache = REPO_MODELS / ".cache"
-    # Corrupt the int8 graph: only int8 is redone (it comes out byte-identical, so the evaluation,
-    # keyed by the variants' sha256s, stays cached).
-    good = sha256_file(mdir / "onnx-int8" / "model.onnx")
-    with open(mdir / "onnx-int8" / "model.onnx", "ab") as f:
+    kw = dict(name=TINY_NAME, models_dir=tmp_path / "models", cache_dir=REPO_MODELS / ".cache",
+              bench_tokens=16, bench_runs=1)
+    # Corrupt the int4 graph: only int4 is redone (it comes out byte-identical, so the evaluation,
+    # keyed by the variants' sha256s, stays cached). (int4, not int8: int8's per-channel quantizer
+    # loops over 49k lm_head columns in Python, the slowest step on the tiny model.)
+    good = sha256_file(mdir / "onnx-int4" / "model.onnx")
+    with open(mdir / "onnx-int4" / "model.onnx", "ab") as f:
         f.write(b"\0")
-    res = run_pipeline("tiny", name=TINY_NAME, models_dir=tmp_path / "models", cache_dir=cache,
-                       bench_tokens=16, bench_runs=1)
-    assert {s.name: s.cached for s in res.steps} == {"source": True, "fp32": True, "int8": False,
-                                                     "evaluate": True}
-    assert sha256_file(mdir / "onnx-int8" / "model.onnx") == good
+    res = run_pipeline("tiny", **kw)
+    assert {s.name: s.cached for s in res.steps} == {"source": True, "fp32": True, "int8": True,
+                                                     "int4": False, "evaluate": True}
+    assert sha256_file(mdir / "onnx-int4" / "model.onnx") == good
     assert not verify_files(mdir, res.manifest.files)
+    # --force with explicit precisions: every step redone, the manifest lists exactly those.
     fp32_mtime = (mdir / "onnx-fp32" / "model.onnx").stat().st_mtime_ns
-    res = run_pipeline("tiny", name=TINY_NAME, models_dir=tmp_path / "models", cache_dir=cache,
-                       bench_tokens=16, bench_runs=1, force=True)
+    res = run_pipeline("tiny", precisions=["int4"], force=True, validate=False, **kw)
+    assert [s.name for s in res.steps] == ["source", "fp32", "int4", "evaluate"]
     assert not any(s.cached for s in res.steps)
     assert (mdir / "onnx-fp32" / "model.onnx").stat().st_mtime_ns != fp32_mtime
     m = load_manifest(mdir, verify=True)
-    assert set(m.variants) == {"fp32", "int8"}
+    assert set(m.variants) == {"fp32", "int4"} and m.default_variant["cpu"] == "int4"
+    assert not any(k.startswith("onnx-int8/") for k in m.files)
+    assert m.variants["int4"].quantization.block_size == 32
     assert not list(mdir.glob(".tmp-*"))
 
 
@@ -121,7 +132,7 @@ def test_hf_folder_source(tiny_model_dir, tmp_path):
     dropped = tmp_path / "models" / "my-llama"
     shutil.copytree(tiny_model_dir / TINY_NAME / "hf", dropped)
     res = run_pipeline(str(dropped), models_dir=tmp_path / "models", precisions=("fp32",),
-                       bench_tokens=4, bench_runs=1)
+                       bench_tokens=4, bench_runs=1, validate=False)
     m = load_manifest(dropped, verify=True)
     assert res.model_dir == dropped and m.name == "my-llama"
     assert m.source.kind == "hf" and m.source.sha256
