@@ -25,6 +25,14 @@ from .core.settings import Settings
 log = logging.getLogger("search_service")
 
 
+def _build_analyzer():
+    from .text import Analyzer
+
+    analyzer = Analyzer()
+    analyzer.tokens("검색 준비")     # load the Korean morphological analyzer now, not on the first query
+    return analyzer
+
+
 def _build_embedder(s: Settings):
     from .embeddings import Embedder
 
@@ -39,7 +47,7 @@ async def lifespan(app: FastAPI):
     from .ingest import Ingestor
     from .search import KeywordRetriever, SearchService, VectorRetriever
     from .store import make_store
-    from .text import Analyzer, BM25Encoder
+    from .text import BM25Encoder
 
     t0 = time.perf_counter()
     store = embedder = cache = None
@@ -47,7 +55,7 @@ async def lifespan(app: FastAPI):
         store = make_store(qdrant_url=s.qdrant_url, data_dir=s.data_dir, timeout_s=s.qdrant_timeout_s,
                            api_key=s.qdrant_api_key)
         embedder, analyzer = await asyncio.gather(asyncio.to_thread(_build_embedder, s),
-                                                  asyncio.to_thread(Analyzer))
+                                                  asyncio.to_thread(_build_analyzer))
         cache = SearchCache(s.redis_url, metrics, ttl_s=s.cache_ttl_s, timeout_s=s.redis_timeout_s,
                             retry_s=s.redis_retry_s, prefix=s.cache_prefix, enabled=s.cache_enabled)
         await cache.ping()

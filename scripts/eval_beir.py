@@ -1,0 +1,149 @@
+#!/usr/bin/env python
+"""Evaluate the running search service over HTTP on a BEIR dataset.
+
+    python scripts/eval_beir.py --dataset ../shared/data/beir/scifact --qrels ../shared/data/beir/scifact/qrels/test.tsv
+    python scripts/eval_beir.py --dataset DIR --qrels FILE --url http://127.0.0.1:8001 --collection scifact --ingest
+
+Prints a table (nDCG@10, Recall@100, P@5, Recall@10, F1@10) per mode (keyword, vector, hybrid) and, on
+its last line, the hybrid figures as one JSON object. Works with any qrels file in BEIR format
+(``query-id<TAB>corpus-id<TAB>score`` with a header line); graded relevance is used as the nDCG gain.
+Only queries that have at least one relevant document in the qrels are evaluated.
+F1@10 = harmonic mean of P@10 and Recall@10, per query, averaged.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ingest as ingest_mod  # noqa: E402
+
+MODES = ("keyword", "vector", "hybrid")
+
+
+def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 3:
+                continue
+            if i == 0 and not parts[2].lstrip("-").isdigit():
+                continue           # header
+            qid, did, score = parts[0], parts[1], int(parts[2])
+            qrels.setdefault(qid, {})[did] = score
+    return qrels
+
+
+def read_queries(dataset: str | Path) -> dict[str, str]:
+    out = {}
+    with open(Path(dataset) / "queries.jsonl", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                q = json.loads(line)
+                out[str(q["_id"])] = q["text"]
+    return out
+
+
+def ndcg_at(ranked: list[str], rels: dict[str, int], k: int) -> float:
+    dcg = sum((2 ** rels.get(d, 0) - 1) / math.log2(i + 2) for i, d in enumerate(ranked[:k]) if rels.get(d, 0) > 0)
+    ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:k]
+    idcg = sum((2 ** r - 1) / math.log2(i + 2) for i, r in enumerate(ideal))
+    return dcg / idcg if idcg else 0.0
+
+
+def metrics(ranked: list[str], rels: dict[str, int]) -> dict[str, float]:
+    relevant = {d for d, r in rels.items() if r > 0}
+    hit10 = len(relevant & set(ranked[:10]))
+    p10, r10 = hit10 / 10, hit10 / len(relevant)
+    return {
+        "ndcg@10": ndcg_at(ranked, rels, 10),
+        "recall@100": len(relevant & set(ranked[:100])) / len(relevant),
+        "p@5": len(relevant & set(ranked[:5])) / 5,
+        "recall@10": r10,
+        "f1@10": (2 * p10 * r10 / (p10 + r10)) if hit10 else 0.0,
+    }
+
+
+def evaluate(url: str, collection: str, queries: dict[str, str], qrels: dict[str, dict[str, int]], mode: str,
+             extra: dict, concurrency: int = 4) -> tuple[dict[str, float], float]:
+    qids = [q for q in qrels if q in queries and any(r > 0 for r in qrels[q].values())]
+    with httpx.Client(base_url=url, timeout=120) as client:
+        def run(qid: str) -> dict[str, float]:
+            r = client.post(f"/search/{mode}", json={"query": queries[qid], "collection": collection, "limit": 100,
+                                                     **extra})
+            if r.status_code != 200:
+                raise SystemExit(f"search failed for query {qid}: {r.status_code} {r.text[:300]}")
+            return metrics([h["id"] for h in r.json()["results"]], qrels[qid])
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            per_query = list(pool.map(run, qids))
+        seconds = time.perf_counter() - t0
+    keys = per_query[0].keys() if per_query else []
+    return {k: sum(m[k] for m in per_query) / len(per_query) for k in keys} | {"queries": len(per_query)}, seconds
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", required=True, help="BEIR folder (queries.jsonl, corpus.jsonl)")
+    ap.add_argument("--qrels", required=True, help="qrels TSV (query-id, corpus-id, score)")
+    ap.add_argument("--url", default="http://127.0.0.1:8001")
+    ap.add_argument("--collection", default=None, help="default: the dataset folder's name")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--fusion", default=None, help="hybrid fusion (default: the service's)")
+    ap.add_argument("--alpha", type=float, default=None)
+    ap.add_argument("--rrf-k", type=int, default=None)
+    ap.add_argument("--ingest", action="store_true", help="load the corpus first if the collection is missing")
+    ap.add_argument("--limit-docs", type=int, default=None, help="with --ingest: load only N documents")
+    ap.add_argument("--limit-queries", type=int, default=None, help="evaluate only the first N queries")
+    ap.add_argument("--concurrency", type=int, default=4)
+    args = ap.parse_args(argv)
+
+    collection = args.collection or Path(args.dataset).resolve().name
+    with httpx.Client(base_url=args.url, timeout=60) as client:
+        exists = client.get(f"/collections/{collection}").status_code == 200
+        if not exists:
+            if not args.ingest:
+                raise SystemExit(f"collection '{collection}' not found at {args.url}; load it with "
+                                 f"scripts/ingest.py or pass --ingest")
+            ingest_mod.ensure_collection(client, collection)
+    if not exists:
+        docs = list(ingest_mod.read_corpus(args.dataset, args.limit_docs))
+        n, s = ingest_mod.load(args.url, collection, docs)
+        print(f"ingested {n} documents in {s:.1f} s ({n / s:.1f} docs/s)", file=sys.stderr)
+
+    queries = read_queries(args.dataset)
+    qrels = read_qrels(args.qrels)
+    if args.limit_queries:
+        qrels = dict(list(qrels.items())[:args.limit_queries])
+    extra = {k: v for k, v in {"fusion": args.fusion, "alpha": args.alpha, "rrf_k": args.rrf_k}.items()
+             if v is not None}
+    rows = {}
+    cols = ["ndcg@10", "recall@100", "p@5", "recall@10", "f1@10"]
+    for mode in args.modes.split(","):
+        res, seconds = evaluate(args.url, collection, queries, qrels, mode, extra if mode == "hybrid" else {},
+                                args.concurrency)
+        res["ms/query"] = 1000 * seconds / max(1, res["queries"])
+        rows[mode] = res
+    print(f"collection={collection} qrels={args.qrels} queries={next(iter(rows.values()))['queries']} "
+          f"hybrid options={extra or 'service defaults'}")
+    print(f"| mode | {' | '.join(cols)} | ms/query (wall, {args.concurrency} in flight) |")
+    print("|---" * (len(cols) + 2) + "|")
+    for mode, res in rows.items():
+        print(f"| {mode} | " + " | ".join(f"{res[c]:.4f}" for c in cols) + f" | {res['ms/query']:.1f} |")
+    print("command: python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))
+    if "hybrid" in rows:
+        print(json.dumps({"mode": "hybrid", **{c: round(rows["hybrid"][c], 4) for c in cols},
+                          "queries": rows["hybrid"]["queries"], **extra}))
+
+
+if __name__ == "__main__":
+    main()

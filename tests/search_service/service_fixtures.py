@@ -1,0 +1,119 @@
+"""Fixtures for the search-service HTTP tests (star-imported by this package's conftest.py).
+
+One real service process (uvicorn, embedded engine in a temp data dir, real Redis, real embedder)
+is shared by the session, with one small collection: SciFact documents relevant to a handful of
+test queries, other SciFact documents, and a few Korean documents written here.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.procs import ServiceProcess
+
+SCIFACT = Path("/work/shared/data/beir/scifact")
+N_QUERIES = 12        # test queries whose relevant documents are loaded
+N_DOCS = 40           # SciFact documents in the fixture corpus
+
+KOREAN_DOCS = [
+    {"id": "ko-1", "title": "김치의 발효 과정",
+     "text": "김치는 배추와 무를 소금에 절인 뒤 고춧가루, 마늘, 젓갈로 버무려 발효시킨 한국의 전통 음식이다. "
+             "발효 과정에서 유산균이 증식하여 새콤한 맛이 생긴다."},
+    {"id": "ko-2", "title": "서울의 지하철",
+     "text": "서울 지하철은 수도권의 주요 대중교통 수단으로 하루 수백만 명의 승객이 이용한다. "
+             "노선은 번호와 색깔로 구분된다."},
+    {"id": "ko-3", "title": "당뇨병과 인슐린",
+     "text": "당뇨병은 인슐린 분비가 부족하거나 인슐린 저항성이 생겨 혈당이 높아지는 대사 질환이다. "
+             "규칙적인 운동과 식단 조절이 혈당 관리에 도움이 된다."},
+    {"id": "ko-4", "title": "한글의 창제",
+     "text": "한글은 1443년 세종대왕이 백성을 위해 만든 문자로, 자음과 모음을 조합하여 음절을 표기한다."},
+]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_fixture_corpus() -> tuple[list[dict], list[dict]]:
+    """(documents for the API, [{query, relevant doc ids}]) — deterministic."""
+    qrels: dict[str, set[str]] = {}
+    with open(SCIFACT / "qrels" / "test.tsv") as f:
+        next(f)
+        for line in f:
+            qid, did, score = line.rstrip("\n").split("\t")
+            if int(score) > 0:
+                qrels.setdefault(qid, set()).add(did)
+    queries = {q["_id"]: q["text"] for q in read_jsonl(SCIFACT / "queries.jsonl")}
+    corpus = {d["_id"]: d for d in read_jsonl(SCIFACT / "corpus.jsonl")}
+    chosen = [q for q in sorted(qrels, key=int) if q in queries][:N_QUERIES]
+    wanted: list[str] = []
+    for q in chosen:
+        wanted += sorted(qrels[q])
+    wanted = list(dict.fromkeys(wanted))      # a document can be relevant to two queries
+    rng = random.Random(7)
+    others = [d for d in sorted(corpus) if d not in wanted]
+    wanted += rng.sample(others, N_DOCS - len(wanted))
+    docs = []
+    for i, did in enumerate(wanted):
+        d = corpus[did]
+        docs.append({"id": did, "title": d["title"], "text": d["text"],
+                     "metadata": {"source": "scifact", "lang": "en", "year": 2015 + i % 5,
+                                  "tags": ["even" if i % 2 == 0 else "odd", f"g{i % 3}"]}})
+    for i, d in enumerate(KOREAN_DOCS):
+        docs.append({**d, "metadata": {"source": "handmade", "lang": "ko", "year": 2020 + i, "tags": ["ko"]}})
+    return docs, [{"query": queries[q], "relevant": sorted(qrels[q])} for q in chosen]
+
+
+def service_env(data_dir: Path, redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
+    env = {"SEARCH_DATA_DIR": str(data_dir), "SEARCH_REDIS_URL": redis_url, "SEARCH_CACHE_PREFIX": prefix,
+           "SEARCH_LOG_JSON": "true", "SEARCH_REDIS_TIMEOUT_S": "0.2"}
+    env.update(extra)
+    return env
+
+
+def start_service(tmp: Path, env: dict[str, str], name: str = "search") -> ServiceProcess:
+    return ServiceProcess("search_service.main:create_app", env=env, log_path=tmp / f"{name}.log",
+                          ready_path="/readyz").start(timeout=180)
+
+
+def ingest(client: httpx.Client, collection: str, docs: list[dict], batch: int = 32) -> None:
+    for start in range(0, len(docs), batch):
+        r = client.post(f"/collections/{collection}/documents", json={"documents": docs[start:start + batch]})
+        assert r.status_code == 200, r.text
+
+
+@pytest.fixture(scope="session")
+def fixture_corpus() -> tuple[list[dict], list[dict]]:
+    return load_fixture_corpus()
+
+
+@pytest.fixture(scope="session")
+def search_proc(tmp_path_factory, redis_url):
+    tmp = tmp_path_factory.mktemp("search-svc")
+    prefix = "tsearch-" + tmp.name
+    proc = start_service(tmp, service_env(tmp / "data", redis_url, prefix, SEARCH_MAX_BODY_BYTES="2000000"))
+    proc.log_file = tmp / "search.log"
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def client(search_proc):
+    with httpx.Client(base_url=search_proc.url, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def loaded(client, fixture_corpus) -> str:
+    """Name of the shared collection holding the fixture corpus (read-only for tests)."""
+    docs, _ = fixture_corpus
+    name = "fixture"
+    r = client.post("/collections", json={"name": name})
+    assert r.status_code == 201, r.text
+    ingest(client, name, docs)
+    return name
