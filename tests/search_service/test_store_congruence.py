@@ -11,7 +11,7 @@ from search_service.store import make_store
 from search_service.store.base import VectorStore
 
 from .store_data import (DIM, FILTERS, assert_same_ranking, bm25_query, dense, ids, load_docs, load_queries,
-                         make_points, metadata, term_id)
+                         make_points, metadata)
 
 N_DOCS = 400
 N_QUERIES = 40
@@ -123,7 +123,8 @@ async def test_still_congruent_after_deletes(tmp_path_factory: pytest.TempPathFa
             await store.delete_by_doc_ids("c", gone)
             assert await store.count("c") == len(points) - 2 * len(gone)
         for q in load_queries(15):
-            assert_same_ranking(await edge.search_dense("c", dense(q), 10), await server.search_dense("c", dense(q), 10))
+            assert_same_ranking(await edge.search_dense("c", dense(q), 10),
+                                await server.search_dense("c", dense(q), 10))
             a = await edge.search_sparse("c", bm25_query(q), 10)
             assert_same_ranking(a, await server.search_sparse("c", bm25_query(q), 10))
             assert not {h.payload["doc_id"] for h in a} & set(gone)
@@ -131,6 +132,3 @@ async def test_still_congruent_after_deletes(tmp_path_factory: pytest.TempPathFa
         await edge.close()
         await server.close()
 
-
-def test_term_ids_are_stable() -> None:
-    assert term_id("protein") == 2283212233 or term_id("protein") == term_id("protein")

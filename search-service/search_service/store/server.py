@@ -8,7 +8,8 @@ qdrant-client 1.20 local mode supports it too): ``create_collection(metadata=...
 drop, giving replace semantics. Collections without our vector layout are not listed.
 
 Errors: connection failures and timeouts become ``Unavailable`` ("Qdrant at URL is unreachable: ..."),
-a 5xx ``Unavailable``, 404 ``NotFound``, 409 ``Conflict``, another 4xx a 400 with Qdrant's message.
+a 5xx or 401/403 ``Unavailable``, 404 ``NotFound``, 409 ``Conflict``, another 4xx a 400 with Qdrant's
+message. ``timeout_s`` bounds each HTTP call (qdrant-client rounds it up to whole seconds).
 The HTTP client reconnects on the next call, so the store recovers by itself when the server is back.
 """
 from __future__ import annotations
@@ -56,6 +57,8 @@ class ServerStore(VectorStore):
                 return NotFound(f"{what} does not exist")
             if exc.status_code == 409 or "already exists" in detail:
                 return Conflict(f"{what} already exists")
+            if exc.status_code in (401, 403):
+                return Unavailable(f"{self._where} refused our credentials ({exc.status_code}): check the API key")
             if exc.status_code is None or exc.status_code >= 500:
                 return Unavailable(f"{self._where} failed ({exc.status_code}): {detail}")
             return ServiceError(f"{self._where} rejected {what}: {detail}")
@@ -205,7 +208,8 @@ class ServerStore(VectorStore):
         """One ``query_batch_points`` request for both searches (one round trip)."""
         sh.check_name(name)
         flt = to_client(filter)
-        requests = [await self._dense(name, dense, limit, flt, with_payload), self._sparse(sparse, limit, flt, with_payload)]
+        requests = [await self._dense(name, dense, limit, flt, with_payload),
+                    self._sparse(sparse, limit, flt, with_payload)]
         d, s = await self._call(name, self._client.query_batch_points(name, requests=requests))
         return ([sh.hit(p.id, p.score, p.payload) for p in d.points],
                 [sh.hit(p.id, p.score, p.payload) for p in s.points])
