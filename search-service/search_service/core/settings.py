@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     candidates: int = Field(100, ge=1, le=1000, description="Candidates each retriever returns before fusion "
                                                             "(at least offset + limit).")
     fusion: FusionMethod = Field("zscore", description="Default fusion method: rrf, dbsf, minmax or zscore.")
-    alpha: float = Field(0.5, ge=0, le=1, description="Default weight of the vector retriever in convex "
+    alpha: float = Field(0.45, ge=0, le=1, description="Default weight of the vector retriever in convex "
                                                        "fusions (minmax, zscore); keyword gets 1 - alpha.")
     rrf_k: int = Field(60, ge=1, description="Default RRF constant k (textbook definition, ranks from 1).")
     filter_max_depth: int = Field(4, ge=1, le=16, description="Deepest nesting accepted in a search filter.")
