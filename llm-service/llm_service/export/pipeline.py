@@ -188,6 +188,8 @@ def _basic_optimized(src: Path, dst: Path) -> None:
 def step_int8(model_dir: Path) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from .quantize import fast_per_channel
+
     tmp = _tmp_dir(model_dir, "int8")
     try:
         basic = tmp / "basic.onnx"
@@ -195,8 +197,9 @@ def step_int8(model_dir: Path) -> dict:
         # reduce_range (7-bit weights) is not optional here: without VNNI (AVX2 only, as on this
         # machine) MLAS's u8s8 kernel sums pairs of products in int16 and saturates; per-channel
         # scales put many weights at +-127, and SmolLM2 then agreed with fp32 on 0% of tokens.
-        quantize_dynamic(basic, tmp / "model.onnx", weight_type=QuantType.QInt8, per_channel=True,
-                         reduce_range=True)
+        with fast_per_channel():   # same bytes as onnxruntime's per-channel loop, ~50x faster
+            quantize_dynamic(basic, tmp / "model.onnx", weight_type=QuantType.QInt8, per_channel=True,
+                             reduce_range=True)
         basic.unlink()
         for p in tmp.glob("basic.onnx*"):
             p.unlink()
