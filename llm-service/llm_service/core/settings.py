@@ -64,8 +64,9 @@ class Settings(BaseSettings):
     default_max_new_tokens: int = Field(128, ge=1, description="max_new_tokens of /generate when not given "
                                                                "(OpenAI endpoints default to 16, like OpenAI).")
     max_prompt_chars: int = Field(100_000, ge=1, description="Longest accepted prompt, in characters.")
-    request_timeout_s: float = Field(300.0, gt=0, description="A generation running longer is cancelled "
-                                                              "(504 / stream ends with finish_reason 'timeout').")
+    request_timeout_s: float = Field(300.0, gt=0, description="A generation running longer is cancelled: "
+                                                              "504, or for a stream a last event "
+                                                              "{\"error\": {\"type\": \"timeout\"}} before [DONE].")
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":

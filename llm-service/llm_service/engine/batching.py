@@ -7,6 +7,12 @@ at step boundaries: they are prefilled as their own small batch and their KV cac
 the running one (the shorter side left-padded with masked zeros). Rows that finish (eos, stop string,
 length, client gone) leave the batch at once; columns that are padding in every remaining row are
 trimmed. Each row has its own sampling parameters and random generator.
+
+fp32/fp16 variants give the same greedy tokens batched or alone (tests check it). Dynamic int8
+variants quantize activations with ONE scale per tensor, computed over the whole batch, so a row's
+logits depend slightly on its batch mates and greedy int8 output can differ between batched and solo
+runs (a property of onnxruntime's DynamicQuantizeLinear, not of the padding). Ask for precision fp32
+when bit-for-bit reproducibility across load matters.
 """
 from __future__ import annotations
 
