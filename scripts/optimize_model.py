@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--opset", type=int, default=None)
     ap.add_argument("--no-validate", action="store_true", help="skip optimum's torch-vs-ONNX check")
     ap.add_argument("--bench-tokens", type=int, default=64)
-    ap.add_argument("--bench-runs", type=int, default=2)
+    ap.add_argument("--bench-runs", type=int, default=1)
     args = ap.parse_args(argv)
 
     import logging

@@ -261,7 +261,7 @@ def step_evaluate(model_dir: Path, precisions: list[str], bench_tokens: int, ben
 def run_pipeline(source: str, name: str | None = None, models_dir: str | os.PathLike = "models",
                  precisions: list[str] | tuple[str, ...] | None = None, force: bool = False,
                  cache_dir: str | os.PathLike | None = None, opset: int | None = None,
-                 validate: bool = True, bench_tokens: int = 64, bench_runs: int = 2,
+                 validate: bool = True, bench_tokens: int = 64, bench_runs: int = 1,
                  echo: Callable[[str], None] | None = None) -> PipelineResult:
     """Build (or reuse) ``<models_dir>/<name>/`` for ``source`` ('smollm2', 'tiny' or a HF folder).
 
