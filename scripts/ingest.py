@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit-docs", type=int, default=None, help="load only the first N documents")
     ap.add_argument("--recreate", action="store_true", help="drop the collection first")
     ap.add_argument("--chunk-words", type=int, default=None, help="chunk size for a new collection")
+    ap.add_argument("--optimize", action="store_true", help="build the collection's indexes after loading "
+                                                             "(worth it for large collections)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
@@ -99,7 +101,10 @@ def main(argv: list[str] | None = None) -> None:
         ensure_collection(client, args.collection, args.recreate, chunk_words=args.chunk_words)
     n, seconds = load(args.url, args.collection, docs, batch=args.batch, concurrency=args.concurrency,
                       progress=not args.no_progress)
-    with httpx.Client(base_url=args.url, timeout=60) as client:
+    with httpx.Client(base_url=args.url, timeout=600) as client:
+        if args.optimize:
+            opt = client.post(f"/collections/{args.collection}/optimize").json()
+            print(f"optimize: changed={opt['changed']} in {opt['took_ms'] / 1000:.1f} s")
         info = client.get(f"/collections/{args.collection}").json()
     print(f"ingested {n} documents into '{args.collection}' in {seconds:.1f} s: {n / seconds:.1f} docs/s "
           f"(collection: {info['documents']} documents, {info['chunks']} chunks)")

@@ -168,6 +168,17 @@ class Ingestor:
             await self.store.delete_collection(name)
         self._locks.pop(name, None)
 
+    async def optimize(self, name: str) -> dict[str, Any]:
+        """Build indexes / merge segments now (after a bulk load of a large collection). The dense index
+        may change approximate results slightly, so the cache version is bumped too."""
+        async with self._lock(name):
+            info = await self.store.get_collection(name)
+            t0 = time.perf_counter()
+            changed = await self.store.optimize(name)
+            if changed:
+                await self.store.update_meta(name, {**info.meta, "version": new_version()})
+        return {"changed": bool(changed), "took_ms": (time.perf_counter() - t0) * 1000}
+
     # -- documents ------------------------------------------------------------------------------
     def _validate(self, docs: list[Document]) -> list[Document]:
         s = self.settings

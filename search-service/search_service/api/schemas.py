@@ -159,3 +159,8 @@ class DocumentOut(BaseModel):
     text: str
     metadata: dict[str, Any]
     chunks: int
+
+
+class OptimizeResponse(BaseModel):
+    changed: bool
+    took_ms: float

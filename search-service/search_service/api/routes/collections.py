@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from ...ingest import Document
 from ..deps import IngestorDep
 from ..schemas import (CollectionDetail, CollectionList, CreateCollection, DeleteDocuments, DeleteResponse,
-                       DocumentOut, UpsertDocuments, UpsertResponse)
+                       DocumentOut, OptimizeResponse, UpsertDocuments, UpsertResponse)
 
 router = APIRouter(prefix="/collections", tags=["collections"])
 
@@ -32,6 +32,12 @@ async def get_collection(name: str, ingestor: IngestorDep) -> dict:
 async def delete_collection(name: str, ingestor: IngestorDep) -> Response:
     await ingestor.delete_collection(name)
     return Response(status_code=204)
+
+
+@router.post("/{name}/optimize", response_model=OptimizeResponse)
+async def optimize_collection(name: str, ingestor: IngestorDep) -> dict:
+    """Build indexes now (after a bulk load of a large collection; a Qdrant server does it by itself)."""
+    return await ingestor.optimize(name)
 
 
 @router.post("/{name}/documents", response_model=UpsertResponse)
