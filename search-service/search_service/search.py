@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -137,6 +138,12 @@ class Candidate:
     payload: dict[str, Any] | None = None
 
 
+def _envelope(raw: bytes, cached: bool, t0: float) -> bytes:
+    """``{"cached": .., "took_ms": .., <the fields of raw>}`` without parsing ``raw`` (a JSON object)."""
+    took = (time.perf_counter() - t0) * 1000
+    return b'{"cached":%s,"took_ms":%.3f,%s' % (b"true" if cached else b"false", took, raw[1:])
+
+
 def collapse(hits: list[Hit]) -> list[tuple[str, float, str]]:
     """Chunk hits (best first) → one entry per document: (doc_id, best chunk's score, its point id)."""
     seen: set[str] = set()
@@ -162,16 +169,29 @@ class SearchService:
         self.reranker = reranker
 
     async def search(self, q: SearchQuery) -> dict[str, Any]:
+        """The response as a dict (for in-process callers such as RAG)."""
+        return json.loads(await self.search_json(q))
+
+    async def search_json(self, q: SearchQuery) -> bytes:
+        """The response as JSON bytes: ``{"cached", "took_ms", "results", "total"}``.
+
+        The cache holds the serialized ``{"results", "total"}`` body, so a hit is spliced into the
+        response without parsing or re-validating it (the hit path's cost is the Redis round trip)."""
         t0 = time.perf_counter()
         info = await self.ingestor.collection(q.collection)          # 404 / 409 before anything else
         key = None
         if self.cache is not None and self.cache.enabled:
             key = self.cache.key(q.collection, str(info.meta.get("version", "")), q.cache_fields())
-            hit = await self.cache.get(key)
-            if hit is not None:
-                hit["cached"] = True
-                hit["took_ms"] = round((time.perf_counter() - t0) * 1000, 3)
-                return hit
+            raw = await self.cache.get_raw(key)
+            if raw is not None:
+                return _envelope(raw, True, t0)
+        body = await self._compute(q, info)
+        raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        if key is not None:
+            await self.cache.set_raw(key, raw)
+        return _envelope(raw, False, t0)
+
+    async def _compute(self, q: SearchQuery, info) -> dict[str, Any]:
         names = list(self.retrievers) if q.mode == "hybrid" else [q.mode]
         candidates = max(self.settings.candidates, q.offset + q.limit)
         ctx = QueryContext(q, candidates, info.meta)
@@ -199,11 +219,7 @@ class SearchService:
                 item["explain"] = {name: {"rank": rank, "score": float(raw)}
                                    for name, (rank, raw) in c.sources.items()}
             results.append(item)
-        response = {"results": results, "total": len(ranked), "cached": False}
-        if key is not None:
-            await self.cache.set(key, response)
-        response = {**response, "took_ms": round((time.perf_counter() - t0) * 1000, 3)}
-        return response
+        return {"results": results, "total": len(ranked)}
 
     def _score(self, q: SearchQuery, per_doc: dict[str, list[tuple[str, float, str]]]) -> list[Candidate]:
         if q.mode == "vector":

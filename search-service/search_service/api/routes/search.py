@@ -1,7 +1,7 @@
 """POST /search/hybrid, /search/vector, /search/keyword."""
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from stack_common.errors import ServiceError
 
 from ...core.settings import Settings
@@ -15,6 +15,10 @@ router = APIRouter(prefix="/search", tags=["search"])
 
 def _invalid(message: str) -> ServiceError:
     return ServiceError(f"invalid request: {message}", status_code=422, error_type="validation_error")
+
+
+def _json(body: bytes) -> Response:
+    return Response(content=body, media_type="application/json")
 
 
 def to_query(req: SearchRequest, mode: Mode, s: Settings) -> SearchQuery:
@@ -35,18 +39,18 @@ def to_query(req: SearchRequest, mode: Mode, s: Settings) -> SearchQuery:
 
 
 @router.post("/hybrid", response_model=SearchResponse, response_model_exclude_none=True)
-async def hybrid(req: SearchRequest, searcher: SearcherDep, settings: SettingsDep) -> dict:
+async def hybrid(req: SearchRequest, searcher: SearcherDep, settings: SettingsDep) -> Response:
     """Dense + BM25, fused; scores normalised to [0, 1]."""
-    return await searcher.search(to_query(req, "hybrid", settings))
+    return _json(await searcher.search_json(to_query(req, "hybrid", settings)))
 
 
 @router.post("/vector", response_model=SearchResponse, response_model_exclude_none=True)
-async def vector(req: SearchRequest, searcher: SearcherDep, settings: SettingsDep) -> dict:
+async def vector(req: SearchRequest, searcher: SearcherDep, settings: SettingsDep) -> Response:
     """Dense (embedding) search alone; score = cosine similarity clamped to [0, 1]."""
-    return await searcher.search(to_query(req, "vector", settings))
+    return _json(await searcher.search_json(to_query(req, "vector", settings)))
 
 
 @router.post("/keyword", response_model=SearchResponse, response_model_exclude_none=True)
-async def keyword(req: SearchRequest, searcher: SearcherDep, settings: SettingsDep) -> dict:
+async def keyword(req: SearchRequest, searcher: SearcherDep, settings: SettingsDep) -> Response:
     """BM25 alone; score = BM25 relative to the best hit (best = 1)."""
-    return await searcher.search(to_query(req, "keyword", settings))
+    return _json(await searcher.search_json(to_query(req, "keyword", settings)))
