@@ -107,33 +107,46 @@ def test_concurrent_http_requests_equal_single(llm_server):
 
 
 def test_queue_full_gets_429_with_retry_after(tiny_model_dir, tmp_path_factory):
+    """One slot, one queue place: a running stream and a waiting one fill them; every further request,
+    streaming or not, gets 429 + Retry-After at once; the two admitted ones are unaffected."""
     proc = start_llm(tmp_path_factory, tiny_model_dir, "queue", default_model=TINY_NAME, max_batch_size=1,
-                     max_queue=1, retry_after_s=2, batch_wait_ms=0, max_new_tokens_limit=1000)
-
-    def ask(n):
-        return httpx.post(proc.url + "/generate", json={"prompt": "hi", "max_new_tokens": n}, timeout=120)
-
+                     max_queue=1, retry_after_s=2, batch_wait_ms=0, max_new_tokens_limit=2000)
+    long_body = {"prompt": "hi", "max_new_tokens": 2000, "stream": True}
+    clients = [httpx.Client(base_url=proc.url, timeout=60) for _ in range(3)]
     try:
-        with ThreadPoolExecutor(6) as pool:
-            answers = list(pool.map(ask, [300] * 6))
-        codes = sorted(r.status_code for r in answers)
-        rejected = [r for r in answers if r.status_code == 429]
-        assert set(codes) == {200, 429} and codes.count(200) >= 2, codes   # one runs, one waits
-        assert all(r.headers["retry-after"] == "2" and r.json()["error"]["type"] == "overloaded" for r in rejected)
-        assert "max_queue=1" in rejected[0].json()["error"]["message"]
-        # a stream is refused the same way, with a real 429 before any event
-        hold = ThreadPoolExecutor(2)
-        busy = [hold.submit(ask, 600) for _ in range(2)]
+        with clients[0].stream("POST", "/generate", json=long_body) as running:
+            # keep one line iterator alive: a discarded one closes the connection (httpx), i.e. hangs up
+            lines = running.iter_lines()
+            first = next(lines)
+            assert first.startswith("data: ") and '"text"' in first
+            with clients[1].stream("POST", "/generate", json=long_body) as waiting:
+                assert waiting.status_code == 200          # admitted: it waits for the slot
+                deadline = time.monotonic() + 20
+                while "llm_num_requests_waiting 1.0" not in clients[2].get("/metrics").text:
+                    assert time.monotonic() < deadline, [ln for ln in clients[2].get("/metrics").text.splitlines()
+                                                         if ln.startswith(("llm_num", "llm_request_"))]
+                    time.sleep(0.01)
+                refused = [clients[2].post("/generate", json={"prompt": "hi", "max_new_tokens": 5}),
+                           clients[2].post("/v1/completions", json={"model": TINY_NAME, "prompt": "hi"}),
+                           clients[2].post("/generate", json={"prompt": "hi", "max_new_tokens": 5, "stream": True})]
+                for r in refused:
+                    assert r.status_code == 429, r.text
+                    assert r.headers["retry-after"] == "2" and r.json()["error"]["type"] == "overloaded"
+                    assert "max_queue=1" in r.json()["error"]["message"]
+                more = [next(lines) for _ in range(20)]
+                assert not any('"error"' in ln or "[DONE]" in ln for ln in more)   # the running stream goes on
+        # both admitted streams were dropped by hanging up; the slot frees and requests pass again
         deadline = time.monotonic() + 20
         while True:
-            m = httpx.get(proc.url + "/metrics").text
-            if "llm_num_requests_waiting 1.0" in m:
+            r = clients[2].post("/generate", json={"prompt": "hi", "max_new_tokens": 3})
+            if r.status_code == 200:
                 break
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        r = httpx.post(proc.url + "/generate", json={"prompt": "hi", "max_new_tokens": 5, "stream": True})
-        assert r.status_code == 429 and r.headers["retry-after"] == "2"
-        assert all(f.result().status_code == 200 for f in busy)
-        hold.shutdown()
+            assert r.status_code == 429 and time.monotonic() < deadline, r.text
+            time.sleep(0.05)
+        line = next(ln for ln in clients[2].get("/metrics").text.splitlines()
+                    if ln.startswith('llm_request_failure_total{reason="overloaded"}'))
+        assert float(line.split()[-1]) >= 3
     finally:
+        for c in clients:
+            c.close()
         proc.stop()
