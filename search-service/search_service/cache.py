@@ -43,9 +43,14 @@ class SearchCache:
         self.retry_s = retry_s
         self.prefix = prefix
         self.enabled = enabled
-        self._client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False,
-            health_check_interval=0, max_connections=64) if enabled else None
+        self._client = None
+        if enabled:
+            # a blocking pool: a burst of concurrent searches waits (at most timeout_s) for a connection
+            # instead of failing with "too many connections" and being taken for an outage
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=128, timeout=timeout_s, socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s, retry_on_timeout=False, health_check_interval=0)
+            self._client = aioredis.Redis(connection_pool=pool)
         self._down_since: float | None = None   # start of the current outage (None: Redis ok)
         self._retry_at = 0.0                    # monotonic time before which Redis is not tried
 
@@ -138,6 +143,7 @@ class SearchCache:
         if self._client is not None:
             try:
                 await self._client.aclose()
+                await self._client.connection_pool.disconnect()   # a pool we passed in is ours to close
             except Exception:  # noqa: BLE001 - closing a dead connection must not fail shutdown
                 pass
 
