@@ -151,3 +151,11 @@ def test_config_quiet_rejects_a_broken_file(compose_bin, tmp_path, mutation):
     p = compose(compose_bin, [f], "config", "--quiet")
     assert p.returncode != 0, f"compose accepted a broken file ({mutation})"
     assert p.stderr.strip()
+
+
+def test_compose_and_helm_pin_the_same_qdrant_and_redis(compose_bin):
+    svc = resolved(compose_bin, BASE)["services"]
+    values = yaml.safe_load((ROOT / "helm-chart/values.yaml").read_text())
+    for name in ("qdrant", "redis"):
+        image = values[name]["image"]
+        assert svc[name]["image"] == f"{image['repository']}:{image['tag']}", name
