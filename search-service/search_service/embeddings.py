@@ -204,7 +204,13 @@ class Embedder:
         if variant == "prebuilt":
             model_file = prebuilt_model_file()
         elif variant == "dynamic":
-            model_file = quantize_prebuilt(models_dir)
+            try:
+                model_file = quantize_prebuilt(models_dir)
+            except OSError as exc:
+                raise RuntimeError(
+                    f"cannot build the 'dynamic' embedder under {models_dir} ({exc}); make models_dir writable, "
+                    "build it beforehand (python -c 'from search_service.embeddings import quantize_prebuilt; "
+                    "quantize_prebuilt(\"models\")') or choose variant 'prebuilt'") from exc
         else:
             model_file = Path(models_dir) / "all-MiniLM-L6-v2-onnx" / "onnx" / "model_quint8_avx2.onnx"
             if not model_file.is_file():
