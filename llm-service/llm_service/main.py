@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from stack_common.auth import install_auth
 from stack_common.errors import install_error_handlers
 from stack_common.limits import BodySizeLimitMiddleware
 from stack_common.logs import configure_logging
@@ -23,6 +24,11 @@ from .registry import ModelRegistry
 from .serving import GenerationService
 
 log = logging.getLogger("llm_service")
+
+
+def is_admin(method: str, path: str) -> bool:
+    """Admin operations (need LLM_ADMIN_KEY when set): everything under /admin (model load/unload/default)."""
+    return path == "/admin" or path.startswith("/admin/")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -56,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_auth(app, settings, service="llm-service", env_prefix="LLM_", is_admin=is_admin)
     app.include_router(health.router)
     app.include_router(generate.router)
     app.include_router(openai.router)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from stack_common.auth import install_auth
 from stack_common.errors import install_error_handlers
 from stack_common.limits import BodySizeLimitMiddleware
 from stack_common.logs import configure_logging
@@ -90,6 +92,18 @@ async def _close(store, embedder, cache) -> None:
         await store.close()
 
 
+_ADMIN_PATH = re.compile(r"^/collections/[^/]+(/optimize)?/?$")
+
+
+def is_admin(method: str, path: str) -> bool:
+    """Admin operations (need SEARCH_ADMIN_KEY when set): DELETE /collections/{name},
+    POST /collections/{name}/optimize."""
+    m = _ADMIN_PATH.match(path)
+    if not m:
+        return False
+    return (method == "DELETE" and not m.group(1)) or (method == "POST" and bool(m.group(1)))
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -102,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)   # outermost: also counts 413s
+    install_auth(app, settings, service="search-service", env_prefix="SEARCH_", is_admin=is_admin)
     app.include_router(api_router())
     app.include_router(metrics_router(metrics.registry))
 

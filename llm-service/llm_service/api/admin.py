@@ -1,16 +1,17 @@
 """Model administration without restart: list, load, unload, switch the default.
 
 GET /admin/models; POST /admin/models/{name}/load {precision?}; POST /admin/models/{name}/unload;
-POST /admin/default {model, precision?}. Protected by LLM_ADMIN_KEY when set.
+POST /admin/default {model, precision?}. Protected by LLM_ADMIN_KEY when set (stack_common.auth middleware,
+installed in main.create_app; the rule is main.is_admin).
 """
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from .deps import RegistryDep, require_admin
+from .deps import RegistryDep
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/admin", tags=["admin"])
 
 
 class LoadBody(BaseModel):

@@ -1,12 +1,9 @@
 """Typed dependencies: the objects the app factory built once and keeps on ``app.state``."""
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
-
-from stack_common.errors import ServiceError
+from fastapi import Depends, Request
 
 from ..core.settings import Settings
 from ..registry import ModelRegistry
@@ -23,16 +20,6 @@ def get_registry(request: Request) -> ModelRegistry:
 
 def get_serving(request: Request) -> GenerationService:
     return request.app.state.serving
-
-
-def require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
-    key = request.app.state.settings.admin_key
-    if not key:
-        return
-    given = (authorization or "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), key.encode()):
-        raise ServiceError("admin endpoints need 'Authorization: Bearer <LLM_ADMIN_KEY>'", status_code=401,
-                           error_type="unauthorized")
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

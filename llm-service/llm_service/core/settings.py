@@ -12,11 +12,16 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stack_common.auth import AuthSettings
+
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "fp16", "int8", "int4"]
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, AuthSettings):
+    """LLM_* settings; auth/CORS fields (LLM_API_KEYS, LLM_ADMIN_KEY, LLM_OPEN_PATHS, LLM_CORS_ORIGINS) come from
+    stack_common.auth.AuthSettings. LLM_ADMIN_KEY guards /admin/* (model load, unload, default)."""
+
     model_config = SettingsConfigDict(env_prefix="LLM_", extra="ignore", protected_namespaces=())
 
     # --- server -------------------------------------------------------------------------------
@@ -26,9 +31,6 @@ class Settings(BaseSettings):
     log_json: bool = Field(True, description="Structured JSON logs (one object per line); false for plain text.")
     max_body_bytes: int = Field(1024 * 1024, ge=1024,
                                 description="Largest accepted request body in bytes; larger bodies get 413.")
-    admin_key: str | None = Field(None, description="When set, the /admin endpoints require the header "
-                                                    "`Authorization: Bearer <admin_key>`; unset: open "
-                                                    "(fine on a private network only).")
 
     # --- models -------------------------------------------------------------------------------
     models_dir: Path = Field(Path("./models"), description="Directory of exported models: one folder per "

@@ -9,13 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stack_common.auth import AuthSettings
 
 FusionMethod = Literal["rrf", "dbsf", "minmax", "zscore"]
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, AuthSettings):
+    """SEARCH_* settings; auth/CORS fields (SEARCH_API_KEYS, SEARCH_ADMIN_KEY, SEARCH_OPEN_PATHS,
+    SEARCH_CORS_ORIGINS) come from stack_common.auth.AuthSettings. SEARCH_ADMIN_KEY guards collection DELETE and
+    POST /collections/{name}/optimize."""
+
     model_config = SettingsConfigDict(env_prefix="SEARCH_", extra="ignore")
 
     # --- server -------------------------------------------------------------------------------
@@ -85,6 +91,8 @@ class Settings(BaseSettings):
 
     # --- RAG ----------------------------------------------------------------------------------
     llm_url: str = Field("http://127.0.0.1:8002", description="Base URL of the llm-service (used by RAG).")
+    llm_api_key: SecretStr | None = Field(None, description="API key sent to the llm-service "
+                                                            "(`Authorization: Bearer`) when it has LLM_API_KEYS set.")
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":
