@@ -138,7 +138,7 @@ cleanup() {
     done
   fi
   podman rm -f -t 5 "$PREFIX-search-api" "$PREFIX-llm-service" "$PREFIX-redis" >/dev/null 2>&1 || true
-  podman volume rm -f "$PREFIX-search-data" >/dev/null 2>&1 || true
+  podman volume rm -f "$PREFIX-search-data" "$PREFIX-search-models" >/dev/null 2>&1 || true
   podman network rm -f "$PREFIX" >/dev/null 2>&1 || true
   log "torn down (exit $rc)"
 }
@@ -153,8 +153,9 @@ podman run -d --name "$PREFIX-llm-service" --health-interval disable --network-a
   -v "$models:/models:ro" -e LLM_DEFAULT_MODEL="$model_name" -e LLM_DEVICE=cpu -e LLM_LOG_JSON=false \
   "localhost/llm-service:$TAG" >/dev/null
 podman volume create "$PREFIX-search-data" >/dev/null
+podman volume create "$PREFIX-search-models" >/dev/null
 podman run -d --name "$PREFIX-search-api" --health-interval disable --network-alias search-api "${common[@]}" -p "127.0.0.1:$search_port:8001" \
-  -v "$PREFIX-search-data:/data" -e SEARCH_REDIS_URL=redis://redis:6379/0 -e SEARCH_LLM_URL=http://llm-service:8002 \
+  -v "$PREFIX-search-data:/data" -v "$PREFIX-search-models:/models" -e SEARCH_REDIS_URL=redis://redis:6379/0 -e SEARCH_LLM_URL=http://llm-service:8002 \
   -e SEARCH_LOG_JSON=false "localhost/search-service:$TAG" >/dev/null
 
 wait_healthy() {  # the image's HEALTHCHECK, driven by hand (no systemd timers here)
