@@ -28,7 +28,7 @@ import scipy.sparse as sp
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "search-service"))
 
-from search_service.embeddings import Embedder  # noqa: E402
+from search_service.embeddings import DEFAULT_VARIANT, Embedder  # noqa: E402
 from search_service.fusion import fuse  # noqa: E402
 from search_service.text import Analyzer, BM25Encoder, term_id  # noqa: E402
 
@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--top-n", type=int, default=100, help="candidates per retriever before fusion")
     ap.add_argument("--k1", type=float, default=1.2)
     ap.add_argument("--b", type=float, default=0.75)
-    ap.add_argument("--variant", default="prebuilt", help="embedding variant (see search_service.embeddings)")
+    ap.add_argument("--variant", default=DEFAULT_VARIANT, help="embedding variant (see search_service.embeddings)")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/eval_fusion_cache"))
     ap.add_argument("--alphas", default="0.4,0.45,0.5,0.6")
     args = ap.parse_args()
