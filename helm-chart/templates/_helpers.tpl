@@ -82,3 +82,20 @@ app.kubernetes.io/part-of: {{ include "stack.name" .root }}
 {{- define "stack.containerSecurityContext" -}}
 {{- toYaml .Values.containerSecurityContext }}
 {{- end }}
+
+{{/* Env entries of one service's keys (dict "root" $ "prefix" "SEARCH"): <PREFIX>_API_KEYS and <PREFIX>_ADMIN_KEY
+     from the Secret (optional keys: an empty value leaves the API open). */}}
+{{- define "stack.authEnv" -}}
+- name: {{ .prefix }}_API_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "stack.secretName" .root }}
+      key: {{ .root.Values.apiKey.secretKey }}
+      optional: true
+- name: {{ .prefix }}_ADMIN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "stack.secretName" .root }}
+      key: {{ .root.Values.apiKey.adminSecretKey }}
+      optional: true
+{{- end }}

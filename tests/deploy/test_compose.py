@@ -108,6 +108,7 @@ def test_settings_have_defaults_and_follow_the_environment(compose_bin):
     assert env["SEARCH_QDRANT_URL"] == "http://qdrant:6333"
     assert env["SEARCH_REDIS_URL"].startswith("redis://redis:6379")
     assert env["SEARCH_LLM_URL"] == "http://llm-service:8002"
+    assert env["SEARCH_API_KEYS"] == "" and env["SEARCH_ADMIN_KEY"] == ""  # empty = open API by default
     custom = resolved(compose_bin, BASE, env={"SEARCH_PORT": "18001", "IMAGE_TAG": "7-abc1234",
                                               "SEARCH_QDRANT_URL": "http://q.example:6333"})["services"]["search-api"]
     assert custom["ports"][0]["published"] == "18001"

@@ -210,7 +210,7 @@ def test_external_qdrant_and_redis_replace_the_statefulsets(rendered):
     assert "SEARCH_REDIS_URL" not in cm  # it may hold a password: it comes from the Secret
     env = {e["name"]: e for e in container(one(objs, "Deployment", "search-api"), "search-api")["env"]}
     assert env["SEARCH_REDIS_URL"]["valueFrom"]["secretKeyRef"]["key"] == "redis-url"
-    assert env["SEARCH_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "stack-api-key"
+    assert env["SEARCH_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "stack-api-key"
     secret = one(objs, "Secret")
     assert "redis-url" in secret["data"] and "api-key" not in secret["data"]
 
@@ -219,11 +219,12 @@ def test_api_key_is_a_secret_and_settings_a_configmap(rendered):
     objs = objects(rendered["monitoring"])
     secret = one(objs, "Secret")
     assert base64.b64decode(secret["data"]["api-key"]).decode() == "change-me"
-    for comp, var in (("search-api", "SEARCH_API_KEY"), ("llm-service", "LLM_API_KEY")):
+    for comp, prefix in (("search-api", "SEARCH"), ("llm-service", "LLM")):
         c = container(one(objs, "Deployment", comp), comp)
         env = {e["name"]: e for e in c["env"]}
-        assert env[var]["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": "api-key",
-                                                         "optional": True}
+        assert env[f"{prefix}_API_KEYS"]["valueFrom"]["secretKeyRef"] == {
+            "name": secret["metadata"]["name"], "key": "api-key", "optional": True}
+        assert env[f"{prefix}_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "admin-key"
         assert c["envFrom"][0]["configMapRef"]["name"] == one(objs, "ConfigMap")["metadata"]["name"]
         assert c["image"].startswith("registry.example.internal/stack/")
     assert "change-me" not in yaml.safe_dump(one(objs, "ConfigMap"))
