@@ -10,7 +10,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.llm_service.conftest import TINY_NAME, llm_env, tiny_model_dir  # noqa: F401  (session fixture)
+from tests.llm_service.conftest import TINY_NAME, llm_env
 from tests.procs import ServiceProcess
 
 from .conftest import run
