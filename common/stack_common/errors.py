@@ -99,9 +99,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden",
-                413: "payload_too_large"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(kind, str(exc.detail)), status_code=exc.status_code,
+        kind = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 401: "unauthorized",
+                403: "forbidden", 413: "payload_too_large"}.get(exc.status_code, "http_error")
+        message = str(exc.detail)
+        if message == "There was an error parsing the body":      # FastAPI's text for undecodable JSON
+            message = "the request body is not valid JSON (or not UTF-8)"
+        return JSONResponse(error_body(kind, message), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

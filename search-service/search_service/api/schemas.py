@@ -1,6 +1,7 @@
 """Request and response schemas of the HTTP API (pydantic). No I/O here."""
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -120,6 +121,25 @@ class DocumentIn(BaseModel):
         if isinstance(v, int) and not isinstance(v, bool):
             return str(v)
         return v
+
+    @field_validator("metadata")
+    @classmethod
+    def _finite(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        _check_json_numbers(v, "metadata")      # NaN/Infinity are not JSON and the engine refuses them
+        return v
+
+
+def _check_json_numbers(value: Any, where: str, depth: int = 0) -> None:
+    if depth > 32:
+        raise ValueError(f"{where} is nested deeper than 32 levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} holds {value}: metadata numbers must be finite")
+    if isinstance(value, dict):
+        for k, item in value.items():
+            _check_json_numbers(item, f"{where}.{k}", depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_json_numbers(item, f"{where}[{i}]", depth + 1)
 
 
 class UpsertDocuments(BaseModel):

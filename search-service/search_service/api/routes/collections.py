@@ -51,6 +51,6 @@ async def delete_documents(name: str, body: DeleteDocuments, ingestor: IngestorD
     return (await ingestor.delete(name, body.ids)).__dict__
 
 
-@router.get("/{name}/documents/{doc_id}", response_model=DocumentOut)
+@router.get("/{name}/documents/{doc_id:path}", response_model=DocumentOut)   # ids may hold "/"
 async def get_document(name: str, doc_id: str, ingestor: IngestorDep) -> dict:
     return await ingestor.get_document(name, doc_id)
