@@ -20,6 +20,9 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .core.metrics import Metrics
 
@@ -47,9 +50,12 @@ class SearchCache:
         if enabled:
             # a blocking pool: a burst of concurrent searches waits (at most timeout_s) for a connection
             # instead of failing with "too many connections" and being taken for an outage
+            # retry once on a connection error: after Redis restarts, idle pooled connections still point at
+            # the dead server and fail on first use; without the retry each of them looked like a new outage
             pool = aioredis.BlockingConnectionPool.from_url(
                 url, max_connections=128, timeout=timeout_s, socket_timeout=timeout_s,
-                socket_connect_timeout=timeout_s, retry_on_timeout=False, health_check_interval=0)
+                socket_connect_timeout=timeout_s, retry_on_timeout=False, health_check_interval=0,
+                retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
             self._client = aioredis.Redis(connection_pool=pool)
         self._down_since: float | None = None   # start of the current outage (None: Redis ok)
         self._retry_at = 0.0                    # monotonic time before which Redis is not tried
