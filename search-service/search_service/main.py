@@ -23,6 +23,8 @@ from .api import api_router
 from .cache import SearchCache
 from .core.metrics import Metrics, MetricsMiddleware
 from .core.settings import Settings
+from .llm_client import LLMClient
+from .rag import RagService
 
 log = logging.getLogger("search_service")
 
@@ -67,6 +69,10 @@ async def lifespan(app: FastAPI):
         app.state.store, app.state.embedder, app.state.cache = store, embedder, cache
         app.state.ingestor = ingestor
         app.state.searcher = SearchService(store, ingestor, cache, s, metrics, retrievers)
+        llm = LLMClient(s.llm_url, timeout_s=s.llm_timeout_s, connect_timeout_s=s.llm_connect_timeout_s,
+                        api_key=s.llm_api_key.get_secret_value() if s.llm_api_key else None)
+        app.state.llm = llm
+        app.state.rag = RagService(app.state.searcher, llm)
         log.info("search service ready", extra={
             "startup_s": round(time.perf_counter() - t0, 2), "model_id": embedder.model_id,
             "store": "embedded" if not s.qdrant_url else s.qdrant_url.split("@")[-1],
@@ -78,7 +84,9 @@ async def lifespan(app: FastAPI):
     try:
         yield
     finally:
-        app.state.searcher = app.state.ingestor = None
+        app.state.searcher = app.state.ingestor = app.state.rag = None
+        if getattr(app.state, "llm", None) is not None:
+            await app.state.llm.aclose()
         await _close(store, embedder, cache)
         log.info("search service stopped")
 
@@ -112,7 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Hybrid (dense + BM25) search over the Qdrant engine, with a Redis cache.")
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.searcher = app.state.ingestor = None
+    app.state.searcher = app.state.ingestor = app.state.rag = None
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)   # outermost: also counts 413s
@@ -144,6 +152,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             checks["redis"] = "disabled"
         else:
             checks["redis"] = "ok" if await cache.ping() else "down (cache bypassed)"
+        llm = getattr(state, "llm", None)
+        if llm is not None:   # reported, never fails readiness: search works without it
+            checks["llm"] = "ok" if await llm.ready() else f"down at {llm.base_url} (/rag answers 503)"
         ready = checks["store"] == "ok" and checks["embedder"].startswith("ok")
         return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
                             status_code=200 if ready else 503)

@@ -1,11 +1,12 @@
 """HTTP layer: routes (validate, call one object, return a schema), schemas, dependencies."""
 from fastapi import APIRouter
 
-from .routes import collections, search
+from .routes import collections, rag, search
 
 
 def api_router() -> APIRouter:
     router = APIRouter()
     router.include_router(search.router)
     router.include_router(collections.router)
+    router.include_router(rag.router)
     return router

@@ -8,6 +8,7 @@ from stack_common.errors import Unavailable
 
 from ..core.settings import Settings
 from ..ingest import Ingestor
+from ..rag import RagService
 from ..search import SearchService
 
 
@@ -31,6 +32,11 @@ def get_ingestor(request: Request) -> Ingestor:
     return _state(request, "ingestor")
 
 
+def get_rag(request: Request) -> RagService:
+    return _state(request, "rag")
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SearcherDep = Annotated[SearchService, Depends(get_searcher)]
 IngestorDep = Annotated[Ingestor, Depends(get_ingestor)]
+RagDep = Annotated[RagService, Depends(get_rag)]

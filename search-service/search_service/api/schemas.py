@@ -184,3 +184,32 @@ class DocumentOut(BaseModel):
 class OptimizeResponse(BaseModel):
     changed: bool
     took_ms: float
+
+
+class RagRequest(SearchRequest):
+    """A question answered from retrieved passages. Retrieval takes every /search/hybrid parameter."""
+
+    limit: int = Field(5, ge=1, le=20, description="Passages to retrieve and pack into the prompt (1-20).")
+    max_tokens: int | None = Field(None, ge=1, le=4096, description="Longest answer in tokens (default: settings).")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
+    top_p: float | None = Field(None, gt=0.0, le=1.0, description="Nucleus sampling.")
+    model: str | None = Field(None, max_length=128, description="llm-service model (default: settings, then its default).")
+    context_tokens: int | None = Field(None, ge=64, le=32768,
+                                       description="Token budget for the passages (default: settings).")
+    stream: bool = Field(False, description="Stream the answer as server-sent events, sources first.")
+
+
+class RagSource(BaseModel):
+    id: str
+    title: str | None = None
+    score: float
+
+
+class RagResponse(BaseModel):
+    answer: str
+    finish_reason: str | None = None
+    model: str | None = None
+    sources: list[RagSource]
+    usage: dict[str, int] | None = None
+    retrieval_ms: float
+    took_ms: float

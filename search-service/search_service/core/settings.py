@@ -93,6 +93,17 @@ class Settings(BaseSettings, AuthSettings):
     llm_url: str = Field("http://127.0.0.1:8002", description="Base URL of the llm-service (used by RAG).")
     llm_api_key: SecretStr | None = Field(None, description="API key sent to the llm-service "
                                                             "(`Authorization: Bearer`) when it has LLM_API_KEYS set.")
+    llm_timeout_s: float = Field(60.0, gt=0, le=600, description="Longest wait for the llm-service's answer "
+                                                               "(or for its next streamed chunk) before RAG gives 503.")
+    llm_connect_timeout_s: float = Field(2.0, gt=0, le=60, description="Timeout of connecting to the llm-service "
+                                                                      "(one retry on connect errors).")
+    llm_model: str | None = Field(None, description="Model RAG asks the llm-service for; unset = its default model.")
+    rag_passages: int = Field(5, ge=1, le=50, description="Passages retrieved for a RAG answer unless the request "
+                                                         "says otherwise (`limit`).")
+    rag_context_tokens: int = Field(1024, ge=64, le=32768, description="Token budget for the packed passages in the "
+                                                                      "RAG prompt (estimated at 4 characters a token); "
+                                                                      "keep it below the model's context minus max_tokens.")
+    rag_max_tokens: int = Field(256, ge=1, le=4096, description="Default length limit of a RAG answer, in tokens.")
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":

@@ -1,0 +1,30 @@
+"""POST /rag: hybrid retrieval → prompt with the top passages → llm-service → answer with sources."""
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from ...rag import RagParams
+from ..deps import RagDep, SettingsDep
+from ..schemas import RagRequest, RagResponse
+from .search import to_query
+
+router = APIRouter(tags=["rag"])
+
+
+@router.post("/rag", response_model=RagResponse, response_model_exclude_none=True,
+             responses={503: {"description": "llm-service down or too slow; `error.details.sources` still lists "
+                                             "the retrieved passages"}})
+async def rag(req: RagRequest, rag: RagDep, settings: SettingsDep):
+    """Answer a question from the collection. With `stream: true` the answer comes as server-sent events:
+    `event: sources` first, then `data: {"delta": ...}` chunks, `event: done` (usage, finish_reason),
+    `data: [DONE]`; a failure mid-stream ends with `event: error`."""
+    q = to_query(req, "hybrid", settings)
+    params = RagParams(max_tokens=req.max_tokens or settings.rag_max_tokens, temperature=req.temperature,
+                       top_p=req.top_p, model=req.model or settings.llm_model,
+                       context_tokens=req.context_tokens or settings.rag_context_tokens)
+    if req.stream:
+        events = await rag.stream(q, params)
+        return StreamingResponse(events, media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+    return await rag.answer(q, params)
