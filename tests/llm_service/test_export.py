@@ -13,7 +13,7 @@ from llm_service.export.manifest import load_manifest, sha256_file, verify_files
 from llm_service.export.ort_lm import OrtCausalLM
 from llm_service.export.pipeline import run_pipeline
 
-from .conftest import REPO, REPO_MODELS, TINY_NAME
+from tests.conftest import REPO, REPO_MODELS, TINY_NAME
 
 SCRIPT = REPO / "scripts" / "optimize_model.py"
 
