@@ -10,11 +10,12 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test venv models lint clean help
+.PHONY: run test sample venv clean help
 
 help:
 	@echo "make run    - set up and run the stack (search-service :8001, llm-service :8002)"
 	@echo "make test   - set up and run the test suite (starts a local Redis if none answers)"
+	@echo "make sample - load SciFact (or the bundled sample) into collection 'scifact' of the running stack"
 
 venv: $(STAMP)
 
@@ -36,6 +37,12 @@ test: $(STAMP)
 run: $(STAMP)
 	@bash scripts/ensure_redis.sh
 	$(BIN)/python scripts/run_stack.py $(RUN_ARGS)
+
+SCIFACT := ../shared/data/beir/scifact
+SEARCH_URL ?= http://127.0.0.1:8001
+sample: $(STAMP)
+	$(BIN)/python scripts/ingest.py --url $(SEARCH_URL) --collection scifact \
+		--corpus $$(if [ -f $(SCIFACT)/corpus.jsonl ]; then echo $(SCIFACT); else echo scripts/sample_corpus.jsonl; fi)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -20,12 +20,17 @@ BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
 
 def _default(field) -> str:
     if field.default is PydanticUndefined:
-        return "(required)" if field.default_factory is None else "(computed)"
-    value = field.default
+        if field.default_factory is None:
+            return "(required)"
+        value = field.default_factory()
+    else:
+        value = field.default
     if value is None:
         return "unset"
     if isinstance(value, Path):
         value = str(value)
+    if hasattr(value, "get_secret_value"):
+        return "(secret)"
     text = json.dumps(value) if not isinstance(value, str) else value
     return f"`{text}`" if text != "" else '`""`'
 

@@ -24,7 +24,7 @@ class LLMUnavailable(Unavailable):
 
 
 class LLMRejected(ServiceError):
-    """llm-service refused the request as invalid (its 4xx), passed on with its message."""
+    """llm-service refused the request as invalid (its 4xx), passed on with its status and message."""
 
     status_code = 502
     error_type = "llm_rejected"
@@ -66,7 +66,9 @@ class LLMClient:
         if r.status_code in (429, 503) or r.status_code >= 500:
             headers = {"Retry-After": r.headers["retry-after"]} if "retry-after" in r.headers else None
             return LLMUnavailable(f"llm-service answered {r.status_code}: {message}", headers=headers)
-        return LLMRejected(f"llm-service rejected the request ({r.status_code}): {message}")
+        # Its 4xx is about what this request asked for (model, max_tokens, prompt size): pass the status on.
+        status = r.status_code if r.status_code in (400, 404, 409, 413, 422) else 502
+        return LLMRejected(f"llm-service rejected the request ({r.status_code}): {message}", status_code=status)
 
     async def chat(self, messages: list[dict[str, str]], **params: Any) -> dict[str, Any]:
         """One non-streamed chat completion; returns the OpenAI-shaped response body."""

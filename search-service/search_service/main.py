@@ -29,11 +29,12 @@ from .rag import RagService
 log = logging.getLogger("search_service")
 
 
-def _build_analyzer():
+def _build_analyzer(s: Settings):
     from .text import Analyzer
 
     analyzer = Analyzer()
-    analyzer.tokens("검색 준비")     # load the Korean morphological analyzer now, not on the first query
+    if s.preload_korean:
+        analyzer.tokens("검색 준비")     # load Kiwi now (~450 MB RSS, ~2 s) rather than on the first Korean text
     return analyzer
 
 
@@ -60,7 +61,7 @@ async def lifespan(app: FastAPI):
         store = make_store(qdrant_url=s.qdrant_url, data_dir=s.data_dir, timeout_s=s.qdrant_timeout_s,
                            api_key=s.qdrant_api_key)
         embedder, analyzer = await asyncio.gather(asyncio.to_thread(_build_embedder, s),
-                                                  asyncio.to_thread(_build_analyzer))
+                                                  asyncio.to_thread(_build_analyzer, s))
         cache = SearchCache(s.redis_url, metrics, ttl_s=s.cache_ttl_s, timeout_s=s.redis_timeout_s,
                             retry_s=s.redis_retry_s, prefix=s.cache_prefix, enabled=s.cache_enabled)
         await cache.ping()

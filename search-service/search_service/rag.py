@@ -8,12 +8,13 @@ carries what was retrieved, so a client can show the passages without the genera
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from .llm_client import LLMClient, LLMUnavailable
+from .llm_client import LLMClient, LLMRejected, LLMUnavailable
 from .search import SearchQuery, SearchService
 
 SYSTEM_PROMPT = (
@@ -21,7 +22,34 @@ SYSTEM_PROMPT = (
     "Cite the sources you use by their id in square brackets, e.g. [doc-1]. "
     "If the sources do not contain the answer, say that you do not know."
 )
-CHARS_PER_TOKEN = 4     # conservative estimate for English text with BPE tokenizers
+CHARS_PER_TOKEN = 4     # estimate for English text with BPE tokenizers; digits/symbols/Korean take more
+MIN_CONTEXT_TOKENS = 64
+# llm-service's 400 when the prompt does not fit: "prompt has P tokens and max_new_tokens is N: ... (C tokens)"
+_TOO_LONG = re.compile(r"prompt has (\d+) tokens and max_new_tokens is (\d+).*context length of .* \((\d+) tokens\)")
+
+
+def shrink_budget(passage_tokens: int, prompt_estimate: int, exc: LLMRejected) -> int | None:
+    """A smaller passage budget after llm-service said the prompt did not fit, or None if it was not that
+    (or nothing can fit). Both counts are this module's estimates (characters / 4) of the passages and
+    of the whole prompt.
+
+    The estimate undercounts digit-, symbol- and Korean-heavy text; the model's own count says by how
+    much (ratio = real / estimated), so the passages are cut by the overflow in real tokens, plus 10%.
+    """
+    m = _TOO_LONG.search(exc.message)
+    if not m or passage_tokens <= 0 or prompt_estimate <= 0:
+        return None
+    prompt, new, ctx = (int(g) for g in m.groups())
+    overflow = prompt + new - ctx
+    if overflow <= 0:
+        return None
+    ratio = prompt / prompt_estimate
+    smaller = int((passage_tokens - overflow / ratio) * 0.9)
+    return smaller if smaller >= MIN_CONTEXT_TOKENS else None
+
+
+def estimate_tokens(text: str) -> int:
+    return -(-len(text) // CHARS_PER_TOKEN)
 
 
 @dataclass(frozen=True)
@@ -72,23 +100,42 @@ class RagService:
         self.searcher = searcher
         self.llm = llm
 
-    async def _retrieve(self, q: SearchQuery, p: RagParams) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float]:
+    async def _retrieve(self, q: SearchQuery, p: RagParams) -> tuple[list[dict[str, Any]], float]:
         t0 = time.perf_counter()
         found = await self.searcher.search(q)
-        passages = pack_passages(found["results"], p.context_tokens)
-        return passages, [_source(r) for r in passages], (time.perf_counter() - t0) * 1000
+        return found["results"], (time.perf_counter() - t0) * 1000
+
+    async def _ask(self, question: str, results: list[dict[str, Any]], p: RagParams, call):
+        """Pack, call llm-service; if the prompt did not fit its context, re-pack smaller (twice at most).
+        Returns (call's result, sources used)."""
+        budget = p.context_tokens
+        for attempt in range(3):
+            passages = pack_passages(results, budget)
+            sources = [_source(r) for r in passages]
+            messages = build_messages(question, passages)
+            try:
+                return await call(messages, **self._llm_params(p)), sources
+            except LLMRejected as exc:
+                used = sum(estimate_tokens(f"[{x['id']}] {x.get('title') or ''}") + estimate_tokens(x["text"])
+                           for x in passages)
+                whole = sum(estimate_tokens(m["content"]) for m in messages)
+                smaller = shrink_budget(used, whole, exc) if attempt < 2 else None
+                if smaller is None:
+                    exc.details = {"sources": sources}
+                    raise
+                budget = smaller
+            except LLMUnavailable as exc:
+                exc.details = {"sources": sources}
+                raise
+        raise AssertionError("unreachable")
 
     def _llm_params(self, p: RagParams) -> dict[str, Any]:
         return {"model": p.model, "max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p}
 
     async def answer(self, q: SearchQuery, p: RagParams) -> dict[str, Any]:
         t0 = time.perf_counter()
-        passages, sources, retrieval_ms = await self._retrieve(q, p)
-        try:
-            out = await self.llm.chat(build_messages(q.query, passages), **self._llm_params(p))
-        except LLMUnavailable as exc:
-            exc.details = {"sources": sources}
-            raise
+        results, retrieval_ms = await self._retrieve(q, p)
+        out, sources = await self._ask(q.query, results, p, self.llm.chat)
         choice = out["choices"][0]
         return {
             "answer": choice["message"]["content"],
@@ -108,15 +155,16 @@ class RagService:
         ``event: done`` with usage and finish_reason, then ``data: [DONE]``. A failure mid-stream
         ends with ``event: error``.
         """
-        passages, sources, retrieval_ms = await self._retrieve(q, p)
-        chunks = self.llm.chat_stream(build_messages(q.query, passages), **self._llm_params(p))
-        try:
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            first = None
-        except LLMUnavailable as exc:
-            exc.details = {"sources": sources}
-            raise
+        results, retrieval_ms = await self._retrieve(q, p)
+
+        async def open_stream(messages, **params):
+            chunks = self.llm.chat_stream(messages, **params)
+            try:
+                return chunks, await anext(chunks)
+            except StopAsyncIteration:
+                return chunks, None
+
+        (chunks, first), sources = await self._ask(q.query, results, p, open_stream)
 
         async def events() -> AsyncIterator[bytes]:
             yield _sse({"sources": sources, "retrieval_ms": round(retrieval_ms, 3)}, "sources")

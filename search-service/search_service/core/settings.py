@@ -89,6 +89,9 @@ class Settings(BaseSettings, AuthSettings):
     filter_max_depth: int = Field(4, ge=1, le=16, description="Deepest nesting accepted in a search filter.")
     filter_max_conditions: int = Field(64, ge=1, description="Most conditions accepted in one search filter.")
 
+    preload_korean: bool = Field(False, description="Load the Korean morphological analyzer (Kiwi: ~450 MB RSS, "
+                                                    "~2 s) at start; by default it loads on the first Korean text.")
+
     # --- RAG ----------------------------------------------------------------------------------
     llm_url: str = Field("http://127.0.0.1:8002", description="Base URL of the llm-service (used by RAG).")
     llm_api_key: SecretStr | None = Field(None, description="API key sent to the llm-service "

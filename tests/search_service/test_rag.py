@@ -1,0 +1,44 @@
+"""rag.py's pure parts: passage packing within a budget and the re-pack after a context overflow.
+(The HTTP flow across both services is in tests/e2e/test_stack.py.)"""
+from search_service.llm_client import LLMRejected
+from search_service.rag import CHARS_PER_TOKEN, build_messages, pack_passages, shrink_budget
+
+
+def _r(i: int, words: int) -> dict:
+    return {"id": f"d{i}", "title": f"T{i}", "text": " ".join(["word"] * words), "score": 1 - i / 10}
+
+
+def test_pack_keeps_rank_order_and_the_budget():
+    results = [_r(i, 100) for i in range(10)]
+    packed = pack_passages(results, budget_tokens=400)
+    assert [p["id"] for p in packed] == [f"d{i}" for i in range(len(packed))]
+    used = sum(len(p["text"]) + len(f"[{p['id']}] {p['title']}") + 2 for p in packed)
+    assert used <= 400 * CHARS_PER_TOKEN
+    assert 2 <= len(packed) < 10
+
+
+def test_pack_cuts_the_last_passage_at_a_word_when_enough_fits():
+    packed = pack_passages([_r(0, 30), _r(1, 2000)], budget_tokens=200)
+    assert [p["id"] for p in packed] == ["d0", "d1"]
+    assert packed[1]["text"].endswith("…") and "wor …" not in packed[1]["text"]
+
+
+def test_messages_tag_each_passage_with_its_id():
+    msgs = build_messages("why?", pack_passages([_r(0, 5), _r(1, 5)], 100))
+    assert msgs[0]["role"] == "system" and "[doc-1]" in msgs[0]["content"]
+    assert "[d0] T0" in msgs[1]["content"] and "[d1] T1" in msgs[1]["content"]
+    assert msgs[1]["content"].endswith("Question: why?")
+
+
+def test_shrink_budget_cuts_the_overflow_in_real_tokens():
+    exc = LLMRejected("llm-service rejected the request (400): prompt has 2077 tokens and max_new_tokens is "
+                      "256: 2333 exceeds the context length of tiny-llama (2048 tokens)")
+    # estimated: passages 900 of a 1000-token prompt; real prompt 2077 -> ratio 2.077, overflow 285 real tokens
+    smaller = shrink_budget(900, 1000, exc)
+    assert smaller == int((900 - 285 / 2.077) * 0.9)
+    real_after = (1000 - 900 + smaller) * 2.077
+    assert real_after + 256 <= 2048                         # the re-packed prompt fits
+    assert shrink_budget(900, 1000, LLMRejected("temperature must be <= 2")) is None
+    too_big = LLMRejected("prompt has 3000 tokens and max_new_tokens is 256: 3256 exceeds the context length "
+                          "of m (2048 tokens)")
+    assert shrink_budget(100, 1000, too_big) is None        # the question alone does not fit: nothing to cut
