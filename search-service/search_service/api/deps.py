@@ -1,4 +1,7 @@
-"""Typed dependencies: the objects the app factory built once, taken from ``app.state``."""
+"""Typed dependencies: the objects the app factory built once, taken from ``app.state``.
+
+They are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its threadpool (a thread
+hop per dependency per request); these only read ``app.state``."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -20,19 +23,19 @@ def _state(request: Request, name: str):
     return obj
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_searcher(request: Request) -> SearchService:
+async def get_searcher(request: Request) -> SearchService:
     return _state(request, "searcher")
 
 
-def get_ingestor(request: Request) -> Ingestor:
+async def get_ingestor(request: Request) -> Ingestor:
     return _state(request, "ingestor")
 
 
-def get_rag(request: Request) -> RagService:
+async def get_rag(request: Request) -> RagService:
     return _state(request, "rag")
 
 
