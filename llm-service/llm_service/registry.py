@@ -10,7 +10,6 @@ manifest.json is accepted (no path traversal).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
@@ -26,10 +25,11 @@ from .engine.batching import AdmissionGate, BatchEngine
 from .engine.onnx import OnnxRunner, cuda_listed, gpu_process_memory_bytes
 from .engine.tokenizer import Tokenizer
 
+from .export.manifest import ManifestError, load_manifest
+
 log = logging.getLogger("llm_service.registry")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_REQUIRED = ("context_length", "eos_token_ids", "pad_token_id", "variants", "tokenizer_dir")
 
 
 class ModelFilesError(ServiceError):
@@ -38,14 +38,13 @@ class ModelFilesError(ServiceError):
 
 
 def read_manifest(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / "manifest.json"
+    """The model's manifest, validated by the export pipeline's own schema (llm_service.export.manifest)."""
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelFilesError(f"cannot read {path}: {exc}") from exc
-    missing = [k for k in _REQUIRED if k not in manifest]
-    if missing or not isinstance(manifest.get("variants"), dict) or not manifest["variants"]:
-        raise ModelFilesError(f"{path} lacks {missing or ['variants']}")
+        manifest = load_manifest(model_dir).model_dump(mode="json")
+    except ManifestError as exc:
+        raise ModelFilesError(str(exc)) from exc
+    if not manifest["variants"]:
+        raise ModelFilesError(f"{model_dir / 'manifest.json'} lists no variants")
     return manifest
 
 
