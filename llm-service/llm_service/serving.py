@@ -111,7 +111,11 @@ class GenerationService:
             while True:
                 left = deadline - time.monotonic()
                 try:
-                    event = await asyncio.wait_for(anext(agen), timeout=max(left, 0.001))
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancellation that lands
+                    # while the inner await completes (a token every few ms makes that likely), so a
+                    # client that hung up kept its generation running to max_new_tokens.
+                    async with asyncio.timeout(max(left, 0.001)):
+                        event = await anext(agen)
                 except StopAsyncIteration:
                     prepared.finished = True
                     return
@@ -150,6 +154,8 @@ class GenerationService:
             await asyncio.wait({task, watch} if watch else {task}, return_when=asyncio.FIRST_COMPLETED)
             if task.done():
                 return task.result()
+            if prepared.handle is not None:
+                prepared.handle.cancelled = True    # the worker drops the row even before run() unwinds
             log.info("client disconnected; generation cancelled", extra={"model": prepared.model})
             raise ServiceError("client disconnected", status_code=499, error_type="client_closed")
         finally:
