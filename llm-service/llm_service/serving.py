@@ -94,7 +94,9 @@ class GenerationService:
             ctx = lease.model.context_length
             if len(ids) + n > ctx:
                 raise ServiceError(f"prompt has {len(ids)} tokens and max_new_tokens is {n}: {len(ids) + n} "
-                                   f"exceeds the context length of {lease.model.name} ({ctx} tokens)")
+                                   f"exceeds the context length of {lease.model.name} ({ctx} tokens)",
+                                   error_type="context_length_exceeded",
+                                   details={"prompt_tokens": len(ids), "max_new_tokens": n, "context_length": ctx})
             params = SamplingParams(max_new_tokens=n, **sampling)
             prepared = Prepared(lease, GenerationRequest(ids, params, lease.model.eos_token_ids))
             prepared.handle = lease.engine.submit(prepared.request)   # 429 here, before any response starts

@@ -59,8 +59,10 @@ class LLMClient:
 
     @staticmethod
     def _error_from(r: httpx.Response) -> ServiceError:
+        details = None
         try:
-            message = r.json()["error"]["message"]
+            error = r.json()["error"]
+            message, details = error["message"], error.get("details")
         except Exception:  # noqa: BLE001 - any non-JSON body
             message = r.text[:300]
         if r.status_code in (429, 503) or r.status_code >= 500:
@@ -68,7 +70,8 @@ class LLMClient:
             return LLMUnavailable(f"llm-service answered {r.status_code}: {message}", headers=headers)
         # Its 4xx is about what this request asked for (model, max_tokens, prompt size): pass the status on.
         status = r.status_code if r.status_code in (400, 404, 409, 413, 422) else 502
-        return LLMRejected(f"llm-service rejected the request ({r.status_code}): {message}", status_code=status)
+        return LLMRejected(f"llm-service rejected the request ({r.status_code}): {message}", status_code=status,
+                           details=details if isinstance(details, dict) else None)
 
     async def chat(self, messages: list[dict[str, str]], **params: Any) -> dict[str, Any]:
         """One non-streamed chat completion; returns the OpenAI-shaped response body."""

@@ -8,7 +8,6 @@ carries what was retrieved, so a client can show the passages without the genera
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,8 +23,6 @@ SYSTEM_PROMPT = (
 )
 CHARS_PER_TOKEN = 4     # estimate for English text with BPE tokenizers; digits/symbols/Korean take more
 MIN_CONTEXT_TOKENS = 64
-# llm-service's 400 when the prompt does not fit: "prompt has P tokens and max_new_tokens is N: ... (C tokens)"
-_TOO_LONG = re.compile(r"prompt has (\d+) tokens and max_new_tokens is (\d+).*context length of .* \((\d+) tokens\)")
 
 
 def shrink_budget(passage_tokens: int, prompt_estimate: int, exc: LLMRejected) -> int | None:
@@ -36,10 +33,13 @@ def shrink_budget(passage_tokens: int, prompt_estimate: int, exc: LLMRejected) -
     The estimate undercounts digit-, symbol- and Korean-heavy text; the model's own count says by how
     much (ratio = real / estimated), so the passages are cut by the overflow in real tokens, plus 10%.
     """
-    m = _TOO_LONG.search(exc.message)
-    if not m or passage_tokens <= 0 or prompt_estimate <= 0:
+    d = exc.details if isinstance(exc.details, dict) else {}
+    try:   # llm-service's 400 for a prompt that does not fit carries the model's own counts
+        prompt, new, ctx = int(d["prompt_tokens"]), int(d["max_new_tokens"]), int(d["context_length"])
+    except (KeyError, TypeError, ValueError):
         return None
-    prompt, new, ctx = (int(g) for g in m.groups())
+    if passage_tokens <= 0 or prompt_estimate <= 0:
+        return None
     overflow = prompt + new - ctx
     if overflow <= 0:
         return None

@@ -138,6 +138,9 @@ def test_prompt_longer_than_context(client, tiny_model_dir):
     assert r.status_code == 400
     msg = r.json()["error"]["message"]
     assert "context length" in msg and str(ctx) in msg and "max_new_tokens is 8" in msg
+    details = r.json()["error"]["details"]            # structured, for clients that re-pack (search's RAG)
+    assert details["context_length"] == ctx and details["max_new_tokens"] == 8
+    assert details["prompt_tokens"] + 8 > ctx
 
 
 @pytest.mark.parametrize("messages", [

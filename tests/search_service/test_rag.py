@@ -31,14 +31,14 @@ def test_messages_tag_each_passage_with_its_id():
 
 
 def test_shrink_budget_cuts_the_overflow_in_real_tokens():
-    exc = LLMRejected("llm-service rejected the request (400): prompt has 2077 tokens and max_new_tokens is "
-                      "256: 2333 exceeds the context length of tiny-llama (2048 tokens)")
+    exc = LLMRejected("llm-service rejected the request (400): prompt too long",
+                      details={"prompt_tokens": 2077, "max_new_tokens": 256, "context_length": 2048})
     # estimated: passages 900 of a 1000-token prompt; real prompt 2077 -> ratio 2.077, overflow 285 real tokens
     smaller = shrink_budget(900, 1000, exc)
     assert smaller == int((900 - 285 / 2.077) * 0.9)
     real_after = (1000 - 900 + smaller) * 2.077
     assert real_after + 256 <= 2048                         # the re-packed prompt fits
     assert shrink_budget(900, 1000, LLMRejected("temperature must be <= 2")) is None
-    too_big = LLMRejected("prompt has 3000 tokens and max_new_tokens is 256: 3256 exceeds the context length "
-                          "of m (2048 tokens)")
+    too_big = LLMRejected("prompt too long",
+                          details={"prompt_tokens": 3000, "max_new_tokens": 256, "context_length": 2048})
     assert shrink_budget(100, 1000, too_big) is None        # the question alone does not fit: nothing to cut
