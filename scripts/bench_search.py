@@ -73,6 +73,29 @@ async def run_load(url: str, bodies: list[dict], concurrency: int) -> dict:
             "p99": pct(latencies, 99), "errors": errors, "cached": cached}
 
 
+WRK_SCRIPT = ROOT / "scripts" / "bench" / "search_load.lua"
+
+
+def run_wrk(url: str, bodies: list[dict], concurrency: int, mode: str, seconds: float, salt: int) -> dict:
+    """The same load from wrk (C, one thread, one event loop), which takes far less CPU from the service
+    than this process's asyncio client; ``mode`` "miss" makes every request a distinct cache key."""
+    import subprocess
+
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+        for b in bodies:
+            f.write(json.dumps(b, ensure_ascii=False, separators=(",", ":")) + "\n")
+        path = f.name
+    try:
+        out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "30s",
+                              "-s", str(WRK_SCRIPT), url, "--", path, mode, str(salt)],
+                             check=True, capture_output=True, text=True).stdout
+    finally:
+        os.unlink(path)
+    r = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    return {"n": r["requests"], "rps": r["requests"] / r["seconds"], "p50": r["p50"], "p95": r["p95"],
+            "p99": r["p99"], "errors": r["non_2xx"] + r["socket_errors"], "cached": r["cached"]}
+
+
 def start_service(data_dir: Path, port: int, log_path: Path):
     from tests.procs import ServiceProcess
 
@@ -148,7 +171,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--requests", type=int, default=400, help="requests per (concurrency, kind)")
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--loadgen", choices=["auto", "wrk", "httpx"], default="auto",
+                    help="load generator: wrk (install: scripts/ensure_tools.sh --bench) or this process's "
+                         "httpx client; auto = wrk when installed")
+    ap.add_argument("--seconds", type=float, default=10.0, help="with wrk: seconds per (concurrency, kind)")
     args = ap.parse_args(argv)
+    import shutil
+    loadgen = args.loadgen if args.loadgen != "auto" else ("wrk" if shutil.which("wrk") else "httpx")
     levels = [int(c) for c in args.concurrency.split(",")]
 
     docs = list(ingest_mod.read_corpus(args.dataset, args.limit_docs))
@@ -178,18 +207,27 @@ def main(argv: list[str] | None = None) -> None:
         base = {"collection": args.collection, "limit": 10}
         results = []
         nonce = int(time.time() * 1000) % 1_000_000
+        warm = [{**base, "query": q} for q in queries[:50]]
+        print(f"load generator: {loadgen}" + (f" (-t1, {args.seconds:g} s per row)" if loadgen == "wrk" else
+                                               f" ({args.requests} misses / {args.requests * 2} hits per row)"))
         for c in levels:
-            bodies = [{**base, "query": queries[i % len(queries)], "score_threshold": (nonce * 10_000 + i) * 1e-15}
-                      for i in range(args.requests)]
-            nonce += 1
             cpu0 = psutil.Process(pid).cpu_times() if pid else None
-            miss = asyncio.run(run_load(url, bodies, c))
+            if loadgen == "wrk":
+                # every query text once before any repeats (1,109 SciFact queries), made unique by a salt
+                miss = run_wrk(url, [{**base, "query": q} for q in queries], c, "miss", args.seconds, nonce)
+            else:
+                bodies = [{**base, "query": queries[i % len(queries)], "score_threshold": (nonce * 10_000 + i) * 1e-15}
+                          for i in range(args.requests)]
+                miss = asyncio.run(run_load(url, bodies, c))
+            nonce += 1
             if cpu0 is not None:
                 cpu1 = psutil.Process(pid).cpu_times()
                 miss["cpu_ms"] = 1000 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / miss["n"]
-            warm = [{**base, "query": q} for q in queries[:50]]
             asyncio.run(run_load(url, warm, 4))
-            hit = asyncio.run(run_load(url, [warm[i % len(warm)] for i in range(args.requests * 2)], c))
+            if loadgen == "wrk":
+                hit = run_wrk(url, warm, c, "hit", args.seconds, 0)
+            else:
+                hit = asyncio.run(run_load(url, [warm[i % len(warm)] for i in range(args.requests * 2)], c))
             results.append((c, miss, hit))
         rss = psutil.Process(pid).memory_info().rss / 2**20 if pid else float("nan")
         print(f"service: {url}  RSS {rss:.0f} MiB with {len(docs)} documents loaded; cores: {os.cpu_count()}")

