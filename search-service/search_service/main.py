@@ -43,7 +43,7 @@ def _build_embedder(s: Settings):
 
     kwargs = {"variant": s.embed_variant} if s.embed_variant else {}
     return Embedder.load(models_dir=s.models_dir, intra_op_threads=s.embed_threads, max_batch=s.embed_max_batch,
-                         batch_wait_ms=s.embed_batch_wait_ms, **kwargs)
+                         batch_wait_ms=s.embed_batch_wait_ms, workers=s.embed_workers, **kwargs)
 
 
 @asynccontextmanager

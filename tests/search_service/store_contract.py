@@ -114,6 +114,11 @@ class StoreContract:
         assert ids(got) == [points[50].id, points[7].id, points[50].id]
         assert got[0].payload == points[50].payload and got[0].score == 0.0
         assert await store.retrieve(unique_name, []) == []
+        # retrieve with chosen payload keys, or none (the search path's doc-id lookups)
+        only = await store.retrieve(unique_name, [points[7].id, points[50].id], with_payload=["doc_id"])
+        assert [h.payload for h in only] == [{"doc_id": points[7].payload["doc_id"]},
+                                             {"doc_id": points[50].payload["doc_id"]}]
+        assert [h.payload for h in await store.retrieve(unique_name, [points[7].id], with_payload=False)] == [{}]
 
     async def test_search_shapes(self, store: VectorStore, unique_name: str) -> None:
         points = make_points(load_docs(40))

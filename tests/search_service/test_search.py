@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from search_service.filters import FilterError, parse_filter
-from search_service.search import KeywordRetriever, Reranker, Retriever, VectorRetriever, collapse
+from search_service.search import DocIds, KeywordRetriever, Reranker, Retriever, VectorRetriever, collapse
 from search_service.store.base import FieldCondition, Filter, Hit
 from tests.search_service.service_fixtures import ingest, service_env, start_service
 
@@ -67,6 +67,50 @@ def test_collapse_keeps_best_chunk_per_document():
     hits = [Hit("p1", 0.9, {"doc_id": "a", "chunk": 2}), Hit("p2", 0.8, {"doc_id": "b", "chunk": 0}),
             Hit("p3", 0.7, {"doc_id": "a", "chunk": 0}), Hit("p4", 0.6, {"doc_id": "c", "chunk": 1})]
     assert collapse(hits) == [("a", 0.9, "p1"), ("b", 0.8, "p2"), ("c", 0.6, "p4")]
+
+
+def test_collapse_takes_documents_from_the_id_map_first():
+    hits = [Hit("p1", 0.9, {}), Hit("p2", 0.8, {}), Hit("p3", 0.7, {"doc_id": "c"}), Hit("p4", 0.6, {})]
+    assert collapse(hits, {"p1": "a", "p2": "a", "p4": "d"}) == [("a", 0.9, "p1"), ("c", 0.7, "p3"), ("d", 0.6, "p4")]
+
+
+async def test_doc_ids_reads_each_unknown_point_once_and_stays_bounded(tmp_path):
+    """Candidates come back without payloads; DocIds resolves their documents from the real engine,
+    in one retrieve per search for the ids it has not seen, and keeps at most max_entries."""
+    from search_service.ingest import point_id
+    from search_service.store.base import Point, SparseVector
+    from search_service.store.edge import EdgeStore
+
+    class CountingStore(EdgeStore):
+        calls: list[list[str]] = []
+
+        async def retrieve(self, name, ids, *, with_payload=True):
+            self.calls.append(list(ids))
+            return await super().retrieve(name, ids, with_payload=with_payload)
+
+    store = CountingStore(tmp_path)
+    try:
+        await store.create_collection("c", 4, {})
+        pts = [Point(id=point_id("c", f"doc{i // 2}", i % 2), dense=[1.0, float(i), 0.0, 0.5],
+                     sparse=SparseVector([i], [1.0]), payload={"doc_id": f"doc{i // 2}", "chunk": i % 2})
+               for i in range(3000)]
+        await store.upsert("c", pts)
+        hits = await store.search_dense("c", [1.0, 2.0, 0.0, 0.5], 100, with_payload=False)
+        assert hits and all(h.payload == {} for h in hits)
+        ids = DocIds(store, max_entries=1000)
+        doc_of = await ids.lookup("c", [hits, hits[:10]])
+        assert len(store.calls) == 1 and len(store.calls[0]) == len(hits)        # one call, no duplicates
+        assert all(doc_of[h.id] == f"doc{pts.index(next(p for p in pts if p.id == h.id)) // 2}" for h in hits[:5])
+        await ids.lookup("c", [hits])
+        assert len(store.calls) == 1                                            # all known now
+        for start in range(0, 3000, 500):                                       # 3,000 distinct ids
+            await ids.lookup("c", [[Hit(p.id, 0.0, {}) for p in pts[start:start + 500]]])
+        assert len(ids._maps["c"]) <= 1000
+        assert (await ids.lookup("c", [[Hit(pts[-1].id, 0.0, {})]]))[pts[-1].id] == "doc1499"
+        ids.forget("c")
+        assert "c" not in ids._maps
+    finally:
+        await store.close()
 
 
 def test_builtin_parts_follow_the_protocols():

@@ -173,3 +173,23 @@ async def test_optimize_keeps_results(tmp_path: Path) -> None:
         assert [ids(x) for x in after] == [ids(x) for x in before]
     finally:
         await store.close()
+
+
+async def test_collection_info_is_cached_until_the_next_write(tmp_path: Path) -> None:
+    """get_collection is on every search: it is answered from memory until a write, and every kind of
+    write (upsert, delete, metadata) makes the next call see the new state."""
+    store = EdgeStore(tmp_path)
+    try:
+        points = make_points(load_docs(20))
+        await store.create_collection("c", DIM, {"version": "v1"})
+        await store.upsert("c", points[:10])
+        first = await store.get_collection("c")
+        assert await store.get_collection("c") is first and first.points_count == 10
+        await store.upsert("c", points[10:])
+        assert (await store.get_collection("c")).points_count == len(points)
+        await store.update_meta("c", {"version": "v2"})
+        assert (await store.get_collection("c")).meta == {"version": "v2"}
+        await store.delete_by_doc_ids("c", [points[0].payload["doc_id"]])
+        assert (await store.get_collection("c")).points_count < len(points)
+    finally:
+        await store.close()

@@ -63,6 +63,9 @@ class Settings(BaseSettings, AuthSettings):
                           "model id it was built with, and another variant's id is refused (409).")
     embed_batch_size: int = Field(8, ge=1, le=512, description="Batch size when embedding documents (onnxruntime keeps "
                                                                  "an arena as large as the largest batch: 8 adds ~0.3 GB RSS, 32 ~1.2 GB).")
+    embed_workers: int = Field(1, ge=1, le=16, description="Query-embedding calls that may run at once (each on "
+                                                          "embed_threads threads); queries arriving meanwhile are "
+                                                          "batched into the next call.")
     embed_max_batch: int = Field(32, ge=1, le=512, description="Most concurrent queries embedded in one call.")
     embed_batch_wait_ms: float = Field(1.0, ge=0, le=100, description="How long a query waits for others to "
                                                                      "share its embedding call (micro-batching).")
@@ -82,6 +85,9 @@ class Settings(BaseSettings, AuthSettings):
     max_offset: int = Field(1000, ge=0, description="Largest accepted `offset` of a search request.")
     candidates: int = Field(100, ge=1, le=1000, description="Candidates each retriever returns before fusion "
                                                             "(at least offset + limit).")
+    doc_id_map_size: int = Field(200_000, ge=1000, le=50_000_000,
+                                 description="Point ids per collection whose document id the search path keeps "
+                                             "in memory (~250 bytes each), so candidates need no payload read.")
     fusion: FusionMethod = Field("zscore", description="Default fusion method: rrf, dbsf, minmax or zscore.")
     alpha: float = Field(0.45, ge=0, le=1, description="Default weight of the vector retriever in convex "
                                                        "fusions (minmax, zscore); keyword gets 1 - alpha.")

@@ -149,8 +149,9 @@ class VectorStore(abc.ABC):
         return False
 
     @abc.abstractmethod
-    async def retrieve(self, name: str, ids: list[str]) -> list[Hit]:
-        """Points by id (score 0), in the order given, missing ids skipped."""
+    async def retrieve(self, name: str, ids: list[str], *, with_payload: bool | list[str] = True) -> list[Hit]:
+        """Points by id (score 0), in the order given, missing ids skipped; ``with_payload`` as in the
+        searches (True, False or a list of keys)."""
 
     @abc.abstractmethod
     async def ready(self) -> bool:

@@ -214,14 +214,15 @@ class ServerStore(VectorStore):
         return ([sh.hit(p.id, p.score, p.payload) for p in d.points],
                 [sh.hit(p.id, p.score, p.payload) for p in s.points])
 
-    async def retrieve(self, name: str, ids: list[str]) -> list[Hit]:
+    async def retrieve(self, name: str, ids: list[str], *, with_payload: bool | list[str] = True) -> list[Hit]:
         sh.check_name(name)
+        with_payload = sh.payload_selector(with_payload)
         ids = [sh.point_id(i) for i in ids]
         if not ids:
             await self._dim(name)
             return []
         records = await self._call(name, self._client.retrieve(name, ids=list(dict.fromkeys(ids)),
-                                                               with_payload=True, with_vectors=False))
+                                                               with_payload=with_payload, with_vectors=False))
         return sh.in_order((sh.hit(r.id, 0.0, r.payload) for r in records), ids)
 
     # -- lifecycle ----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from ...ingest import Document
-from ..deps import IngestorDep
+from ..deps import IngestorDep, SearcherDep
 from ..schemas import (CollectionDetail, CollectionList, CreateCollection, DeleteDocuments, DeleteResponse,
                        DocumentOut, OptimizeResponse, UpsertDocuments, UpsertResponse)
 
@@ -29,8 +29,9 @@ async def get_collection(name: str, ingestor: IngestorDep) -> dict:
 
 
 @router.delete("/{name}", status_code=204)
-async def delete_collection(name: str, ingestor: IngestorDep) -> Response:
+async def delete_collection(name: str, ingestor: IngestorDep, searcher: SearcherDep) -> Response:
     await ingestor.delete_collection(name)
+    searcher.doc_ids.forget(name)
     return Response(status_code=204)
 
 
