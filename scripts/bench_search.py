@@ -18,8 +18,11 @@
    scoring the whole corpus per query) + qdrant-client local mode (``:memory:``) for the dense side +
    RRF (k=60), query embedding with sentence-transformers fp32 as the seed did. Prints the ratios.
 
-The load generator runs on the same machine and takes CPU from the service; for the README's
-figures run it on a quiet machine. The last line prints the command that produced the figures.
+Load generator: ``wrk`` (C; ``scripts/ensure_tools.sh --bench`` installs it) when installed, driven by
+``scripts/bench/search_load.lua`` for ``--seconds`` per row, else this process's httpx client for a
+fixed number of requests (``--loadgen httpx``). Either runs on the same machine and takes CPU from the
+service (httpx far more than wrk); for the README's figures run it on a quiet machine. The last line
+prints the command that produced the figures.
 """
 from __future__ import annotations
 

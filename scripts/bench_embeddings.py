@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""Compare the MiniLM embedding variants on SciFact text, in one run, one intra-op thread each.
+
+    python scripts/bench_embeddings.py                       # 160 abstracts, 200 queries
+    python scripts/bench_embeddings.py --docs 400 --variants fused,dynamic
+
+For each variant: documents/s (abstracts, batches of 8 sorted by length, up to 256 tokens), ms per query
+(one query per call, as a lone search does), and the cosine of its vectors to the fp32 model's (the
+fused graph before quantization, which a test checks against transformers' BertModel). The fp32 row is
+the baseline the ratios are taken against. Prints a Markdown table and the command.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "search-service"))
+sys.path.insert(0, str(ROOT / "common"))
+
+from search_service.embeddings import VARIANTS, Embedder, tokenizer_dir  # noqa: E402
+
+
+def load_texts(dataset: Path, n_docs: int, n_queries: int) -> tuple[list[str], list[str]]:
+    docs, queries = [], []
+    with open(dataset / "corpus.jsonl") as f:
+        for line in f:
+            d = json.loads(line)
+            docs.append(f"{d.get('title') or ''}\n{d['text']}")
+            if len(docs) >= n_docs:
+                break
+    with open(dataset / "queries.jsonl") as f:
+        for line in f:
+            queries.append(json.loads(line)["text"])
+            if len(queries) >= n_queries:
+                break
+    return docs, queries
+
+
+def measure(emb: Embedder, docs: list[str], queries: list[str]) -> dict:
+    emb.encode(docs[:8])
+    for q in queries[:10]:
+        emb.encode([q])
+    t = time.perf_counter()
+    dv = emb.encode(docs, batch_size=8)
+    docs_s = len(docs) / (time.perf_counter() - t)
+    qv = []
+    t = time.perf_counter()
+    for q in queries:
+        qv.append(emb.encode([q])[0])
+    q_ms = (time.perf_counter() - t) / len(queries) * 1000
+    return {"docs_s": docs_s, "q_ms": q_ms, "dv": dv, "qv": np.stack(qv)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "beir" / "scifact"))
+    ap.add_argument("--docs", type=int, default=160)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--variants", default="fused,dynamic,prebuilt")
+    ap.add_argument("--models-dir", default=str(ROOT / "models"))
+    args = ap.parse_args(argv)
+    docs, queries = load_texts(Path(args.dataset), args.docs, args.queries)
+
+    import onnx
+
+    from search_service.encoder_graph import build_bert_graph
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        onnx.save(build_bert_graph(tokenizer_dir()), str(fp32))
+        ref = Embedder(fp32, tokenizer_dir() / "tokenizer.json", model_id="fp32")
+        base = measure(ref, docs, queries)
+        ref.close()
+        rows.append(("fp32 (fused graph, not quantized)", base, 1.0, 1.0, 1.0, 1.0))
+        for name in [v.strip() for v in args.variants.split(",") if v.strip()]:
+            if name not in VARIANTS:
+                raise SystemExit(f"unknown variant {name!r}; choose from {sorted(VARIANTS)}")
+            emb = Embedder.load(models_dir=args.models_dir, variant=name)
+            r = measure(emb, docs, queries)
+            emb.close()
+            cd = (r["dv"] * base["dv"]).sum(axis=1)
+            cq = (r["qv"] * base["qv"]).sum(axis=1)
+            rows.append((name, r, float(cd.mean()), float(cd.min()), float(cq.mean()), float(cq.min())))
+    print(f"{len(docs)} SciFact abstracts (batches of 8), {len(queries)} queries one at a time; 1 intra-op thread")
+    print("| variant | docs/s | vs fp32 | ms/query | vs fp32 | cosine to fp32, docs mean/min | queries mean/min |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r, dm, dmin, qm, qmin in rows:
+        print(f"| {name} | {r['docs_s']:.1f} | {r['docs_s'] / base['docs_s']:.2f}× | {r['q_ms']:.2f} | "
+              f"{base['q_ms'] / r['q_ms']:.2f}× | {dm:.4f} / {dmin:.4f} | {qm:.4f} / {qmin:.4f} |")
+    print("command: python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))
+
+
+if __name__ == "__main__":
+    main()
