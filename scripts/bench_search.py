@@ -102,7 +102,9 @@ def run_wrk(url: str, bodies: list[dict], concurrency: int, mode: str, seconds: 
 def start_service(data_dir: Path, port: int, log_path: Path):
     from tests.procs import ServiceProcess
 
-    env = {"SEARCH_DATA_DIR": str(data_dir), "SEARCH_CACHE_PREFIX": "bench", "SEARCH_LOG_LEVEL": "WARNING"}
+    # The query-embedding cache off: the rows reuse SciFact's query texts, and a miss must run the model.
+    env = {"SEARCH_DATA_DIR": str(data_dir), "SEARCH_CACHE_PREFIX": "bench", "SEARCH_LOG_LEVEL": "WARNING",
+           "SEARCH_EMBED_QUERY_CACHE": "0"}
     return ServiceProcess("search_service.main:create_app", env=env, port=port, log_path=log_path,
                           ready_path="/readyz").start(timeout=300)
 
@@ -197,6 +199,8 @@ def main(argv: list[str] | None = None) -> None:
         url, pid = proc.url, proc.proc.pid
     else:
         url, pid = args.url, find_pid(args.url)
+        print("note: against --url, start the service with SEARCH_EMBED_QUERY_CACHE=0, or cache misses that "
+              "repeat a query text skip the embedding model")
     try:
         ingest_line = "already loaded (ingestion not measured; use a fresh --data-dir to measure it)"
         with httpx.Client(base_url=url, timeout=60) as client:

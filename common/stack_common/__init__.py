@@ -6,4 +6,5 @@
 - ``limits``: request-body size limit (413) as pure ASGI middleware.
 - ``ort``: ONNX Runtime session options (intra-op threads, spinning off) and provider choice.
 - ``metrics``: a per-app Prometheus registry and the ``/metrics`` route.
+- ``heap``: freeze start-up objects out of Python's garbage collection (full collections were p99 stalls).
 """

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from stack_common.auth import install_auth
 from stack_common.errors import install_error_handlers
+from stack_common.heap import freeze_startup_objects
 from stack_common.limits import BodySizeLimitMiddleware
 from stack_common.logs import configure_logging
 from stack_common.metrics import metrics_router
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not default:
             log.warning("no default model (set LLM_DEFAULT_MODEL)", extra={"models_dir": str(settings.models_dir),
                                                                            "on_disk": registry.available()})
+        freeze_startup_objects()
         yield
         await registry.close()
 

@@ -30,6 +30,7 @@ import importlib.util
 import logging
 import os
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,7 +184,7 @@ class Embedder:
 
     def __init__(self, model_file: str | Path, tokenizer_file: str | Path, *, model_id: str,
                  dim: int = DIM, max_seq_length: int = MAX_SEQ_LENGTH, intra_op_threads: int = 1,
-                 max_batch: int = 32, batch_wait_ms: float = 1.0, workers: int = 1):
+                 max_batch: int = 32, batch_wait_ms: float = 1.0, workers: int = 1, query_cache: int = 0):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -220,13 +221,20 @@ class Embedder:
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
         self.batches_run = 0          # number of ORT calls made by embed_query (for metrics/tests)
+        # Recent query vectors by exact text (the next page or another filter of the same query skips
+        # the ~7 ms embedding); 0 turns it off.
+        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._query_cache_size = max(0, int(query_cache))
+        self.query_cache_hits = 0
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def load(cls, models_dir: str | Path = "models", intra_op_threads: int = 1, max_batch: int = 32,
-             batch_wait_ms: float = 1.0, variant: str = DEFAULT_VARIANT, workers: int = 1) -> "Embedder":
-        """Build the service's embedder. ``models_dir`` caches the built model of the ``dynamic``
-        (default) and ``st-export`` variants; ``prebuilt`` reads its file straight from the package."""
+             batch_wait_ms: float = 1.0, variant: str = DEFAULT_VARIANT, workers: int = 1,
+             query_cache: int = 0) -> "Embedder":
+        """Build the service's embedder. ``models_dir`` caches the built model of the ``fused``
+        (default), ``dynamic`` and ``st-export`` variants; ``prebuilt`` reads its file straight from the
+        package. ``query_cache``: how many recent query vectors :meth:`embed_query` keeps."""
         if variant not in VARIANTS:
             raise ValueError(f"unknown embedding variant {variant!r}; choose one of {sorted(VARIANTS)}")
         tok_file = tokenizer_dir() / "tokenizer.json"
@@ -247,7 +255,7 @@ class Embedder:
                 model_file = export_dynamic(models_dir)
         return cls(model_file, tok_file, model_id=VARIANTS[variant].model_id,
                    intra_op_threads=intra_op_threads, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
-                   workers=workers)
+                   workers=workers, query_cache=query_cache)
 
     # ------------------------------------------------------------------ sync encoding
     def _run(self, encodings) -> np.ndarray:
@@ -290,9 +298,25 @@ class Embedder:
 
     # ------------------------------------------------------------------ async micro-batching
     async def embed_query(self, text: str) -> np.ndarray:
-        """Embedding of one query (dim,), micro-batched with concurrent calls."""
+        """Embedding of one query (dim,), micro-batched with concurrent calls. The array is shared with
+        the query cache: read-only."""
         if self._closed:
             raise RuntimeError("embedder is closed")
+        if self._query_cache_size:
+            vec = self._query_cache.get(text)
+            if vec is not None:
+                self._query_cache.move_to_end(text)
+                self.query_cache_hits += 1
+                return vec
+        vec = await self._embed_batched(text)
+        if self._query_cache_size:
+            vec.setflags(write=False)
+            self._query_cache[text] = vec
+            if len(self._query_cache) > self._query_cache_size:
+                self._query_cache.popitem(last=False)
+        return vec
+
+    async def _embed_batched(self, text: str) -> np.ndarray:
         loop = asyncio.get_running_loop()
         with self._lock:
             if self._loop is not loop:          # first use, or a new event loop (tests, restarts)

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from stack_common.auth import install_auth
 from stack_common.errors import install_error_handlers
+from stack_common.heap import freeze_startup_objects
 from stack_common.limits import BodySizeLimitMiddleware
 from stack_common.logs import configure_logging
 from stack_common.metrics import metrics_router
@@ -43,7 +44,8 @@ def _build_embedder(s: Settings):
 
     kwargs = {"variant": s.embed_variant} if s.embed_variant else {}
     return Embedder.load(models_dir=s.models_dir, intra_op_threads=s.embed_threads, max_batch=s.embed_max_batch,
-                         batch_wait_ms=s.embed_batch_wait_ms, workers=s.embed_workers, **kwargs)
+                         batch_wait_ms=s.embed_batch_wait_ms, workers=s.embed_workers,
+                         query_cache=s.embed_query_cache, **kwargs)
 
 
 @asynccontextmanager
@@ -82,6 +84,7 @@ async def lifespan(app: FastAPI):
         log.exception("search service failed to start")
         await _close(store, embedder, cache)
         raise
+    freeze_startup_objects()
     try:
         yield
     finally:

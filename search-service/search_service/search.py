@@ -131,7 +131,7 @@ class KeywordRetriever:
                                                   with_payload=CANDIDATE_PAYLOAD)
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     doc_id: str
     score: float

@@ -91,6 +91,29 @@ async def test_micro_batches_respect_max_batch():
         await emb.embed_query("closed")
 
 
+async def test_query_cache_skips_the_model_for_a_repeated_text_and_stays_bounded():
+    emb = Embedder(prebuilt_model_file(), tokenizer_dir() / "tokenizer.json", model_id="t", query_cache=2)
+    try:
+        first = await emb.embed_query("vitamin d and fractures")
+        ran = emb.batches_run
+        again = await emb.embed_query("vitamin d and fractures")
+        assert emb.batches_run == ran and emb.query_cache_hits == 1 and again is first
+        assert not again.flags.writeable                      # shared with the cache: read-only
+        await emb.embed_query("second text")
+        await emb.embed_query("third text")                   # evicts the oldest
+        await emb.embed_query("vitamin d and fractures")
+        assert emb.batches_run == ran + 3 and len(emb._query_cache) == 2
+    finally:
+        emb.close()
+    off = Embedder(prebuilt_model_file(), tokenizer_dir() / "tokenizer.json", model_id="t")
+    try:
+        await off.embed_query("same")
+        await off.embed_query("same")
+        assert off.batches_run == 2 and off.query_cache_hits == 0       # off by default in the class
+    finally:
+        off.close()
+
+
 def test_long_text_is_truncated_to_256_tokens(embedder):
     long = "Proteins fold into complex three dimensional structures. " * 400
     assert embedder.token_count(long) == 256

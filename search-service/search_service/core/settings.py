@@ -66,6 +66,10 @@ class Settings(BaseSettings, AuthSettings):
     embed_workers: int = Field(1, ge=1, le=16, description="Query-embedding calls that may run at once (each on "
                                                           "embed_threads threads); queries arriving meanwhile are "
                                                           "batched into the next call.")
+    embed_query_cache: int = Field(4096, ge=0, le=1_000_000,
+                                   description="Recent query texts whose embedding is kept in memory (~1.6 KB "
+                                               "each), so the next page or another filter of the same query "
+                                               "skips the model; 0 = off.")
     embed_max_batch: int = Field(32, ge=1, le=512, description="Most concurrent queries embedded in one call.")
     embed_batch_wait_ms: float = Field(1.0, ge=0, le=100, description="How long a query waits for others to "
                                                                      "share its embedding call (micro-batching).")

@@ -45,7 +45,7 @@ class Point:
     payload: dict[str, Any]
 
 
-@dataclass
+@dataclass(slots=True)
 class Hit:
     id: str                 # point id (UUID string)
     score: float            # the engine's raw score (cosine for dense, BM25 for sparse)

@@ -335,7 +335,8 @@ class EdgeStore(VectorStore):
 
     @staticmethod
     def _hits(points: list[qe.ScoredPoint]) -> list[Hit]:
-        return [sh.hit(_id_str(p.id), p.score, p.payload) for p in points]
+        # Hit(...) directly, not sh.hit: ids are already str and the binding's payload dicts are fresh
+        return [Hit(_id_str(p.id), float(p.score), p.payload or {}) for p in points]
 
     async def search_dense(self, name: str, vector: list[float], limit: int,
                            filter: Filter | None = None, *, with_payload: bool | list[str] = True) -> list[Hit]:
