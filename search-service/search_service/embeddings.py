@@ -258,15 +258,15 @@ class Embedder:
                    workers=workers, query_cache=query_cache)
 
     # ------------------------------------------------------------------ sync encoding
-    def _run(self, encodings) -> np.ndarray:
-        """One ORT call over tokenized texts (padded to the longest); mean-pooled, L2-normalised."""
-        n = len(encodings)
-        width = max(len(e.ids) for e in encodings)
+    def _run(self, token_ids: list[list[int]]) -> np.ndarray:
+        """One ORT call over tokenized texts (right-padded to the longest); mean-pooled, L2-normalised."""
+        n = len(token_ids)
+        width = max(len(t) for t in token_ids)
         ids = np.full((n, width), self._pad_id, dtype=np.int64)
         mask = np.zeros((n, width), dtype=np.int64)
-        for i, e in enumerate(encodings):
-            ids[i, :len(e.ids)] = e.ids
-            mask[i, :len(e.ids)] = 1
+        for i, t in enumerate(token_ids):
+            ids[i, :len(t)] = t
+            mask[i, :len(t)] = 1
         feed = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._input_names:
             feed["token_type_ids"] = np.zeros_like(ids)
@@ -276,20 +276,25 @@ class Embedder:
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
 
-    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        """Embeddings of ``texts`` in order: float32, L2-normalised, shape (n, dim). Blocking."""
+    def encode(self, texts: list[str], batch_size: int = 32, max_tokens: int | None = None) -> np.ndarray:
+        """Embeddings of ``texts`` in order: float32, L2-normalised, shape (n, dim). Blocking.
+        ``max_tokens`` (special tokens included) truncates shorter than the model's limit: the model's
+        cost is linear in tokens, so 128 encodes long documents about twice as fast."""
         if self._closed:
             raise RuntimeError("embedder is closed")
         texts = [t if isinstance(t, str) else str(t) for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        encodings = self._tok.encode_batch(texts, add_special_tokens=True)
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        ids = [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=True)]
+        if max_tokens is not None and max_tokens < self.max_seq_length:
+            n = max(2, int(max_tokens))
+            ids = [t if len(t) <= n else t[:n - 1] + t[-1:] for t in ids]     # keep the final [SEP]
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
         bs = max(1, int(batch_size))
         for start in range(0, len(order), bs):
             idx = order[start:start + bs]
-            out[idx] = self._run([encodings[i] for i in idx])
+            out[idx] = self._run([ids[i] for i in idx])
         return out
 
     def token_count(self, text: str) -> int:

@@ -134,7 +134,7 @@ class Ingestor:
                                status_code=422, error_type="validation_error")
         meta = {
             "model_id": self.embedder.model_id, "dim": self.embedder.dim,
-            "chunk_words": cw, "chunk_overlap": co,
+            "chunk_words": cw, "chunk_overlap": co, "embed_doc_tokens": s.embed_doc_tokens,
             "bm25": {"k1": bm25_k1 or s.bm25_k1, "b": s.bm25_b if bm25_b is None else bm25_b,
                      "chunks": 0, "total_len": 0},
             "version": new_version(), "created_at": time.time(),
@@ -216,7 +216,8 @@ class Ingestor:
                 tfs, length = enc.doc_stats(indexed)
                 rows.append((d, no, len(chunks), chunk, tfs, length))
                 texts.append(indexed)
-        vectors = self.embedder.encode(texts, batch_size=self.settings.embed_batch_size)
+        vectors = self.embedder.encode(texts, batch_size=self.settings.embed_batch_size,
+                                       max_tokens=int(meta.get("embed_doc_tokens", self.settings.embed_doc_tokens)))
         return enc, rows, vectors
 
     async def upsert(self, name: str, docs: list[Document]) -> UpsertResult:

@@ -114,6 +114,16 @@ async def test_query_cache_skips_the_model_for_a_repeated_text_and_stays_bounded
         off.close()
 
 
+def test_max_tokens_truncates_documents_and_keeps_the_final_sep(embedder):
+    long = "protein " * 300                            # one token per word: [CLS] + 300 + [SEP]
+    short = "protein " * 126                           # what 128 tokens keep: [CLS] + 126 + [SEP]
+    assert embedder.token_count(short) == 128
+    cut = embedder.encode([long], max_tokens=128)[0]
+    assert float(cut @ embedder.encode([short])[0]) > 0.9999
+    assert float(cut @ embedder.encode([long])[0]) < 0.9999          # the 256-token vector differs
+    assert float(embedder.encode([long], max_tokens=256)[0] @ embedder.encode([long])[0]) > 0.9999
+
+
 def test_long_text_is_truncated_to_256_tokens(embedder):
     long = "Proteins fold into complex three dimensional structures. " * 400
     assert embedder.token_count(long) == 256
