@@ -5,6 +5,7 @@ through the environment, exactly as a user would run it.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -40,6 +41,7 @@ class ServiceProcess:
 
     def start(self, timeout: float = 120.0) -> "ServiceProcess":
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        _STARTED.append(self)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", self.factory, "--host", "127.0.0.1",
              "--port", str(self.port), "--timeout-graceful-shutdown", "10"],
@@ -71,7 +73,22 @@ class ServiceProcess:
         self.stop(signal.SIGKILL)
 
     def __enter__(self) -> "ServiceProcess":
+        # ``with ServiceProcess(...).start() as svc`` must not start a second process (the first would
+        # be left running after the tests: it was, three processes per CI run)
+        if self.proc is not None and self.proc.poll() is None:
+            return self
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+_STARTED: list[ServiceProcess] = []
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """Safety net: a service a test forgot to stop does not outlive the test run."""
+    for svc in _STARTED:
+        if svc.proc is not None and svc.proc.poll() is None:
+            svc.stop(timeout=10)

@@ -46,10 +46,12 @@ def stack(tiny_model_dir, redis_url, tmp_path_factory):
     assert r.status_code in (200, 201), r.text
     r = client.post(f"/collections/{COLLECTION}/documents", json={"documents": _docs()})
     assert r.status_code == 200, r.text
-    yield {"search": search, "llm": llm, "client": client, "tmp": tmp, "models": tiny_model_dir}
+    state = {"search": search, "llm": llm, "client": client, "tmp": tmp, "models": tiny_model_dir}
+    yield state
     client.close()
     search.stop()
     llm.stop()
+    state["llm"].stop()          # a test may have replaced it (test_rag_recovers_when_llm_service_returns)
 
 
 def _search(client: httpx.Client, query: str, **kw) -> dict:
