@@ -10,9 +10,8 @@ onnxruntime's transformer optimizer would produce from a torch export —
     output: last_hidden_state (batch, seq, hidden); pooling stays with the caller.
 
 then dynamically quantized (int8 weights per channel, activations per call) including the Attention
-nodes (QAttention). Measured here on one core (/tmp-free numbers are in the README's embedding table):
-~1.5x the documents/s of the ``dynamic`` variant and ~25 % less time per query, cosine to the fp32
-model >= 0.99.
+nodes (QAttention). ``python scripts/bench_embeddings.py`` compares it with the other variants (one
+core): 1.6x the documents/s of ``dynamic`` and ~25 % less time per query, cosine to fp32 >= 0.985.
 
 Padding must be on the right (the Attention kernel takes per-row lengths), which is what
 :class:`search_service.embeddings.Embedder` does.

@@ -22,8 +22,9 @@ Settings, from ``scripts/bench_store.py`` and probes on 5k and 30k points (2 sha
 * Payload ``Memory.Cold`` (the engine default; on disk, read through the page cache): no measurable
   difference from ``Cached`` (0.34 ms either way to read 100 payloads), and no resident copy of the texts.
   Dense vectors ``Pinned`` (in RAM; 384 floats = 1.5 KB a chunk): at 5.3k x 384 a limit-100 dense query
-  took 0.92 ms against 1.42 ms with ``Cached`` (session 2, /tmp-style probe, same run); sparse 0.26 vs
-  0.45 ms. Reading even one payload key of 100 hits adds ~0.5 ms, so candidates carry none (the search
+  took 0.92 ms against 1.42 ms with ``Cached``, sparse 0.26 vs 0.45 ms (session 2: a one-off probe
+  upserting 5.3k random unit vectors into stores built with each ``Memory`` and timing 200 queries;
+  not kept as a script). Reading even one payload key of 100 hits adds ~0.5 ms, so candidates carry none (the search
   layer maps point ids to documents itself). ``max_search_threads=1``: a collection this size is one segment,
   and the service gets its parallelism from concurrent requests, not from splitting one query.
 * ``optimize()`` is not run after upserts: at SciFact size (5,183 x 384) the data stays in one segment
@@ -113,7 +114,6 @@ class _Collection:
     writers: int = 0            # writes in flight (touched only on the event-loop thread)
     info: CollectionInfo | None = None   # get_collection's answer until the next write (this process
                                          # owns the data directory, so no one else can change it)
-    writes_done: int = 0
 
 
 class EdgeStore(VectorStore):
@@ -189,7 +189,6 @@ class EdgeStore(VectorStore):
             return await asyncio.to_thread(locked)
         finally:
             coll.writers -= 1
-            coll.writes_done += 1
             coll.info = None
 
     async def _read(self, coll: _Collection, fn: Callable[[], T]) -> T:
@@ -262,9 +261,9 @@ class EdgeStore(VectorStore):
         coll = self._get(name)
         info = coll.info
         if info is None:
-            before = (coll.writers, coll.writes_done)
+            inline = not coll.writers        # then _read runs on this thread: no write can interleave
             info = await self._read(coll, lambda: self._info(coll))
-            if before == (0, coll.writes_done) and not coll.writers:    # no write overlapped the read
+            if inline:
                 coll.info = info
         return info
 
