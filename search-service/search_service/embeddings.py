@@ -21,16 +21,20 @@ Two entry points:
   by token length within the call so each batch pads little.
 * :meth:`Embedder.embed_query` — async, for the search path: concurrent calls are micro-batched,
   i.e. queries arriving within ``batch_wait_ms`` of each other, or while the inference worker is
-  busy, run as one onnxruntime call in a worker thread. That batching is the throughput lever.
+  busy, are handed to the worker thread together; it runs them in ORT calls of similar length
+  (:func:`length_groups`: padding a short query to a long one costs more than a second call) and
+  answers each query as soon as its call is done.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +46,35 @@ log = logging.getLogger("search_service.embeddings")
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 DIM = 384
 MAX_SEQ_LENGTH = 256
+
+
+# A group of texts shares one ORT call (padded to its longest) only while the padding adds at most this
+# fraction of its real tokens: the model's cost is linear in tokens and one call per text costs little
+# more (8 random SciFact queries: 7.10 ms per query padded into one call, 5.56 ms in 8 calls;
+# ``python scripts/bench_embeddings.py`` reports both).
+PAD_SLACK = 0.15
+
+
+def length_groups(lengths: list[int], max_size: int, slack: float = PAD_SLACK) -> list[tuple[int, int]]:
+    """Split ascending ``lengths`` into consecutive ``(start, end)`` groups of at most ``max_size`` whose
+    padded size (count x longest) exceeds their real tokens by at most ``slack`` (a fraction)."""
+    groups: list[tuple[int, int]] = []
+    start, total = 0, 0
+    for i, n in enumerate(lengths):
+        size = i - start + 1
+        if size > 1 and (size > max_size or n * size > (1.0 + slack) * (total + n)):
+            groups.append((start, i))
+            start, total = i, 0
+        total += n
+    if lengths:
+        groups.append((start, len(lengths)))
+    return groups
+
+
+def _resolve(futures: list[asyncio.Future], vecs: np.ndarray) -> None:
+    for fut, vec in zip(futures, vecs):
+        if not fut.done():
+            fut.set_result(vec)
 
 
 @dataclass(frozen=True)
@@ -220,7 +253,7 @@ class Embedder:
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
-        self.batches_run = 0          # number of ORT calls made by embed_query (for metrics/tests)
+        self.batches_run = 0          # micro-batches embed_query handed to the worker (for metrics/tests)
         # Recent query vectors by exact text (the next page or another filter of the same query skips
         # the ~7 ms embedding); 0 turns it off.
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -276,10 +309,14 @@ class Embedder:
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
 
-    def encode(self, texts: list[str], batch_size: int = 32, max_tokens: int | None = None) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = 32, max_tokens: int | None = None,
+               on_group: Callable[[list[int], np.ndarray], None] | None = None) -> np.ndarray:
         """Embeddings of ``texts`` in order: float32, L2-normalised, shape (n, dim). Blocking.
         ``max_tokens`` (special tokens included) truncates shorter than the model's limit: the model's
-        cost is linear in tokens, so 128 encodes long documents about twice as fast."""
+        cost is linear in tokens, so 128 encodes long documents about twice as fast.
+
+        Texts run in ORT calls of similar token length (:func:`length_groups`, at most ``batch_size``
+        each); ``on_group(indices, vectors)`` is called after each call (from this thread)."""
         if self._closed:
             raise RuntimeError("embedder is closed")
         texts = [t if isinstance(t, str) else str(t) for t in texts]
@@ -291,10 +328,12 @@ class Embedder:
             n = max(2, int(max_tokens))
             ids = [t if len(t) <= n else t[:n - 1] + t[-1:] for t in ids]     # keep the final [SEP]
         order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
-        bs = max(1, int(batch_size))
-        for start in range(0, len(order), bs):
-            idx = order[start:start + bs]
-            out[idx] = self._run([ids[i] for i in idx])
+        for start, end in length_groups([len(ids[i]) for i in order], max(1, int(batch_size))):
+            idx = order[start:end]
+            vecs = self._run([ids[i] for i in idx])
+            out[idx] = vecs
+            if on_group is not None:
+                on_group(idx, vecs)
         return out
 
     def token_count(self, text: str) -> int:
@@ -362,11 +401,17 @@ class Embedder:
         generation = self._loop
         try:
             texts = [t for t, _ in batch]
-            vecs = await loop.run_in_executor(self._executor, self.encode, texts, len(texts))
-            self.batches_run += 1
-            for (_, fut), vec in zip(batch, vecs):
+
+            def deliver(idx: list[int], vecs: np.ndarray) -> None:
+                # each query is answered as soon as its own ORT call is done, not at the batch's end
+                loop.call_soon_threadsafe(_resolve, [batch[i][1] for i in idx], vecs)
+
+            self.batches_run += 1       # counted when handed over: its callers may be answered before it ends
+            await loop.run_in_executor(self._executor, functools.partial(
+                self.encode, texts, len(texts), on_group=deliver))
+            for _, fut in batch:        # (deliver's callbacks ran before this: the loop runs them in order)
                 if not fut.done():
-                    fut.set_result(vec)
+                    fut.set_exception(RuntimeError("embedding batch ended without a result"))
         except BaseException as exc:  # noqa: BLE001 - hand any failure to every waiter
             for _, fut in batch:
                 if not fut.done():
