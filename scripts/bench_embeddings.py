@@ -8,6 +8,11 @@ For each variant: documents/s (abstracts, batches of 8 sorted by length, up to 2
 (one query per call, as a lone search does), and the cosine of its vectors to the fp32 model's (the
 fused graph before quantization, which a test checks against transformers' BertModel). The fp32 row is
 the baseline the ratios are taken against. Prints a Markdown table and the command.
+
+Then, for the default variant, what a micro-batch of B concurrent queries costs per query (B random
+SciFact queries, medians over ``--trials`` trials, the three ways interleaved): padded to the longest
+in one onnxruntime call; in calls of similar length (``embeddings.length_groups``, what the service
+does); and one call per query. ``--batches ""`` skips it.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "search-service"))
 sys.path.insert(0, str(ROOT / "common"))
 
-from search_service.embeddings import VARIANTS, Embedder, tokenizer_dir  # noqa: E402
+from search_service.embeddings import DEFAULT_VARIANT, VARIANTS, Embedder, tokenizer_dir  # noqa: E402
 
 
 def load_texts(dataset: Path, n_docs: int, n_queries: int) -> tuple[list[str], list[str]]:
@@ -58,6 +63,29 @@ def measure(emb: Embedder, docs: list[str], queries: list[str]) -> dict:
     return {"docs_s": docs_s, "q_ms": q_ms, "dv": dv, "qv": np.stack(qv)}
 
 
+def query_batches(emb: Embedder, queries: list[str], sizes: list[int], trials: int) -> dict[int, dict[str, float]]:
+    """ms per query of a B-query micro-batch run three ways, interleaved in random order per trial."""
+    rng = np.random.default_rng(0)
+    ways = {
+        "padded": lambda qs: emb._run([e.ids for e in emb._tok.encode_batch(qs)]),
+        "grouped": lambda qs: emb.encode(qs, batch_size=len(qs)),
+        "single": lambda qs: [emb.encode([q]) for q in qs],
+    }
+    for fn in ways.values():                  # warm-up
+        fn(queries[:4])
+    out: dict[int, dict[str, float]] = {}
+    for size in sizes:
+        times: dict[str, list[float]] = {w: [] for w in ways}
+        for _ in range(trials):
+            batch = [queries[i] for i in rng.choice(len(queries), size=size, replace=False)]
+            for w in rng.permutation(list(ways)):
+                t0 = time.perf_counter()
+                ways[w](batch)
+                times[w].append((time.perf_counter() - t0) / size * 1000)
+        out[size] = {w: float(np.median(v)) for w, v in times.items()}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "beir" / "scifact"))
@@ -65,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--variants", default="fused,dynamic,prebuilt")
     ap.add_argument("--models-dir", default=str(ROOT / "models"))
+    ap.add_argument("--batches", default="2,4,8,16", help="micro-batch sizes for the padded/grouped/single table")
+    ap.add_argument("--trials", type=int, default=60)
     args = ap.parse_args(argv)
     docs, queries = load_texts(Path(args.dataset), args.docs, args.queries)
 
@@ -95,6 +125,16 @@ def main(argv: list[str] | None = None) -> None:
     for name, r, dm, dmin, qm, qmin in rows:
         print(f"| {name} | {r['docs_s']:.1f} | {r['docs_s'] / base['docs_s']:.2f}× | {r['q_ms']:.2f} | "
               f"{base['q_ms'] / r['q_ms']:.2f}× | {dm:.4f} / {dmin:.4f} | {qm:.4f} / {qmin:.4f} |")
+    sizes = [int(b) for b in args.batches.split(",") if b.strip()]
+    if sizes:
+        emb = Embedder.load(models_dir=args.models_dir, variant=DEFAULT_VARIANT)
+        print(f"\nmicro-batch of B queries, {DEFAULT_VARIANT}: ms per query (median of {args.trials} interleaved trials)")
+        print("| B | padded, one call | length groups (the service) | one call each | groups vs padded |")
+        print("|---|---|---|---|---|")
+        for size, r in query_batches(emb, queries, sizes, args.trials).items():
+            print(f"| {size} | {r['padded']:.2f} | {r['grouped']:.2f} | {r['single']:.2f} | "
+                  f"{r['padded'] / r['grouped']:.2f}× |")
+        emb.close()
     print("command: python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))
 
 

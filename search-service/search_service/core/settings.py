@@ -70,7 +70,8 @@ class Settings(BaseSettings, AuthSettings):
                                    description="Recent query texts whose embedding is kept in memory (~1.6 KB "
                                                "each), so the next page or another filter of the same query "
                                                "skips the model; 0 = off.")
-    embed_max_batch: int = Field(32, ge=1, le=512, description="Most concurrent queries embedded in one call.")
+    embed_max_batch: int = Field(32, ge=1, le=512, description="Most concurrent queries handed to the embedding "
+                                 "thread together (it runs them in calls of similar length).")
     embed_batch_wait_ms: float = Field(1.0, ge=0, le=100, description="How long a query waits for others to "
                                                                      "share its embedding call (micro-batching).")
 
