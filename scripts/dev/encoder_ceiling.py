@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -80,7 +81,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models-dir", default=str(ROOT / "models"))
     args = ap.parse_args(argv)
     lengths = [int(t) for t in args.tokens.split(",")]
+    with tempfile.TemporaryDirectory(prefix="encoder_ceiling-") as tmp:
+        measure(Path(tmp), args, lengths)
 
+
+def measure(tmp: Path, args: argparse.Namespace, lengths: list[int]) -> None:
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -88,9 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     from stack_common.ort import session_options
 
     macs_per_token = LAYERS * (HIDDEN * 3 * HIDDEN + HIDDEN * HIDDEN + 2 * HIDDEN * FFN)
-    tmp = Path(tempfile.mkdtemp(prefix="encoder_ceiling-"))
     linear_only_model(tmp / "fp32.onnx")
-    import logging
     logging.getLogger().setLevel(logging.ERROR)     # quantize_dynamic's "consider pre-processing" warning
     quantize_dynamic(str(tmp / "fp32.onnx"), str(tmp / "int8.onnx"), weight_type=QuantType.QInt8, per_channel=True)
 
