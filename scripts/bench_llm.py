@@ -2,8 +2,11 @@
 """LLM speed, one run, same model/prompts/threads for every engine (a script, not a test).
 
 Single stream (default): PyTorch fp32 `generate` and PyTorch int8 dynamic (torch.ao quantize_dynamic
-on nn.Linear, the fairer baseline) vs every ONNX variant in the manifest (fp32, int8, int4), greedy,
-exactly --new-tokens new tokens (no early stop at eos), KV cache, 1 intra-op thread, ORT spinning off.
+on nn.Linear, the fairer baseline), every ONNX variant in the manifest (fp32, int8, w8, int4) and, where
+onnxruntime-genai installs beside the pinned onnxruntime, its model builder's exports of the same HF
+folder run by its own generator; greedy, exactly --new-tokens new tokens (no early stop at eos), KV cache,
+1 intra-op thread, ORT spinning off. Every row also answers the quality gate's task suite (same prompts,
+chat template, greedy) for its quality column.
 
 HTTP (--http starts the llm-service itself and also measures cold start; --url uses a running one):
 aggregate tokens/s and time to first token p50/p99 at 1, 4 and 8 concurrent streaming clients.
@@ -21,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -36,6 +38,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+# onnxruntime-genai builder exports of the same HF folder: (label, -p precision, --extra_options)
+GENAI_VARIANTS = [("fp32", "fp32", []),
+                  ("int4", "int4", ["int4_accuracy_level=4", "int4_block_size=32"]),
+                  ("int4-kquant-mixed", "int4", ["int4_accuracy_level=4", "int4_algo_config=k_quant_mixed"])]
 PROMPTS = [
     "Write a short story about a robot who learns to paint.",
     "Explain how a bicycle works to a ten-year-old.",
@@ -58,7 +64,9 @@ def summarize(name: str, runs: list[tuple[float, float, int]]) -> dict:
 
 
 # ------------------------------------------------------------------------------------ single stream
-def bench_torch(hf_dir: Path, prompts: list[list[int]], new_tokens: int, repeats: int, int8: bool) -> dict:
+# Every engine is a greedy generator ``gen(prompt_ids, n, eos) -> (new ids, ttft_s, total_s)`` (``eos`` None:
+# exactly n tokens). Speed and quality are measured through that same function for every row.
+def torch_engine(hf_dir: Path, int8: bool):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -71,36 +79,106 @@ def bench_torch(hf_dir: Path, prompts: list[list[int]], new_tokens: int, repeats
         with warnings.catch_warnings():   # torch.ao eager quantization is deprecated (torchao), still the baseline
             warnings.simplefilter("ignore")
             model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    gen_kw = dict(do_sample=False, use_cache=True, pad_token_id=model.generation_config.pad_token_id)
+    pad = model.generation_config.pad_token_id
 
-    def once(ids: list[int], n: int) -> tuple[float, float, int]:
+    def gen(ids: list[int], n: int, eos: set[int] | None):
         x = torch.tensor([ids])
+        kw = dict(do_sample=False, use_cache=True, pad_token_id=pad, attention_mask=torch.ones_like(x))
         with torch.inference_mode():
             t0 = time.perf_counter()
-            model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=1, min_new_tokens=1, **gen_kw)
+            model.generate(x, max_new_tokens=1, min_new_tokens=1, **kw)
             t1 = time.perf_counter()
-            out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n, **gen_kw)
+            if eos is None:
+                out = model.generate(x, max_new_tokens=n, min_new_tokens=n, **kw)
+            else:
+                out = model.generate(x, max_new_tokens=n, eos_token_id=sorted(eos), **kw)
             t2 = time.perf_counter()
         # TTFT from a separate 1-token call; the timed run is the n-token call.
-        return (t1 - t0, t2 - t1, out.shape[1] - len(ids))
-
-    once(prompts[0], 4)   # warm-up
-    runs = [once(p, new_tokens) for _ in range(repeats) for p in prompts]
-    return summarize("pytorch-int8-dynamic" if int8 else "pytorch-fp32", runs)
+        return [int(t) for t in out[0, len(ids):]], t1 - t0, t2 - t1
+    return gen
 
 
-def bench_onnx(path: Path, name: str, prompts: list[list[int]], new_tokens: int, repeats: int) -> dict:
+def onnx_engine(path: Path):
     from llm_service.export.ort_lm import OrtCausalLM
 
     lm = OrtCausalLM(path, intra_op_threads=1, spinning=False)
-    lm.greedy(prompts[0], 4)   # warm-up
+
+    def gen(ids: list[int], n: int, eos: set[int] | None):
+        t: dict = {}
+        out = lm.greedy(ids, n, eos_ids=eos, timings=t)
+        return out, t["prefill_s"], t["total_s"]
+    return gen
+
+
+def genai_build(hf_dir: Path, out: Path, precision: str, extra: list[str]) -> Path:
+    """onnxruntime-genai's model builder on the same HF folder (cached in ``out``), 1 intra-op thread."""
+    if not (out / "genai_config.json").is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_dir), "-o", str(out),
+               "-p", precision, "-e", "cpu", "-c", str(out.parent / ".genai-cache")]
+        if extra:
+            cmd += ["--extra_options", *extra]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0 or not (out / "genai_config.json").is_file():
+            raise RuntimeError(f"onnxruntime-genai builder failed: {r.stderr[-2000:]}")
+    cfg_path = out / "genai_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    so = cfg["model"]["decoder"].setdefault("session_options", {})
+    so.update({"intra_op_num_threads": 1, "inter_op_num_threads": 1})
+    so.setdefault("config_entries", {}).update({"session.intra_op.allow_spinning": "0",
+                                                 "session.inter_op.allow_spinning": "0"})
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    return out
+
+
+def genai_engine(path: Path):
+    import onnxruntime_genai as og
+
+    model = og.Model(str(path))
+
+    def gen(ids: list[int], n: int, eos: set[int] | None):
+        params = og.GeneratorParams(model)
+        opts = {"max_length": len(ids) + n, "do_sample": False}
+        if eos is None:
+            opts["min_length"] = len(ids) + n
+        params.set_search_options(**opts)
+        g = og.Generator(model, params)
+        t0 = time.perf_counter()
+        g.append_tokens(ids)
+        out: list[int] = []
+        ttft = None
+        while not g.is_done():
+            g.generate_next_token()
+            tok = int(g.get_next_tokens()[0])
+            if ttft is None:
+                ttft = time.perf_counter() - t0
+            out.append(tok)
+            if eos is not None and tok in eos:
+                break
+        return out, ttft or 0.0, time.perf_counter() - t0
+    return gen
+
+
+def speed(name: str, gen, prompts: list[list[int]], new_tokens: int, repeats: int) -> dict:
+    gen(prompts[0], 4, None)   # warm-up
     runs = []
     for _ in range(repeats):
         for p in prompts:
-            t: dict = {}
-            out = lm.greedy(p, new_tokens, eos_ids=None, timings=t)
-            runs.append((t["prefill_s"], t["total_s"], len(out)))
-    return summarize(f"onnx-{name}", runs)
+            out, ttft, total = gen(p, new_tokens, None)
+            runs.append((ttft, total, len(out)))
+    return summarize(name, runs)
+
+
+def quality(gen, task_prompts: list[list[int]], decode, eos: set[int]) -> tuple[float, list[str]]:
+    """Task score on the gate's suite (greedy, the gate's token budget) and the answers."""
+    from llm_service.quality.gate import MAX_NEW_TOKENS
+    from llm_service.quality.tasks import TASKS
+
+    answers = []
+    for ids in task_prompts:
+        out, _, _ = gen(ids, MAX_NEW_TOKENS, eos)
+        answers.append(decode([t for t in out if t not in eos]))
+    return sum(t.correct(a) for t, a in zip(TASKS, answers)) / len(TASKS), answers
 
 
 # --------------------------------------------------------------------------------------------- HTTP
@@ -212,8 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=1, help="passes over the prompts per engine")
-    ap.add_argument("--engines", default="pytorch-fp32,pytorch-int8,onnx",
-                    help="comma list of pytorch-fp32, pytorch-int8, onnx (every variant of the manifest)")
+    ap.add_argument("--engines", default="pytorch-fp32,pytorch-int8,onnx,genai",
+                    help="comma list of pytorch-fp32, pytorch-int8, onnx (every variant of the manifest), genai "
+                         "(onnxruntime-genai's builder + generator on the same HF folder, where it is installed)")
+    ap.add_argument("--no-quality", action="store_true", help="speed only (skip the task suite per engine)")
     ap.add_argument("--skip-single", action="store_true", help="only the HTTP part")
     ap.add_argument("--http", action="store_true", help="start the llm-service, measure cold start and 1/4/8 clients")
     ap.add_argument("--url", default=None, help="benchmark a running llm-service instead of starting one")
@@ -234,38 +314,81 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cmd = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
     load = os.getloadavg()
-    print(f"model {m.name} ({mdir}); {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    from llm_service.quality.cpu import cpu_info
+
+    cpu = cpu_info()
+    print(f"model {m.name} ({mdir}); CPU {cpu['model']} ({cpu['kind']}), {os.cpu_count()} cores, "
           f"load avg {load[0]:.2f}; 1 intra-op thread, ORT spinning off, torch threads 1; greedy, "
           f"{args.new_tokens} new tokens, {len(PROMPTS)} prompts x {args.repeats}")
-    report: dict = {"model": m.name, "command": cmd, "load_avg_1m": load[0]}
+    report: dict = {"model": m.name, "command": cmd, "load_avg_1m": load[0], "cpu": cpu}
 
     if not args.skip_single:
         from transformers import AutoTokenizer
 
+        from llm_service.quality.tasks import TASKS
+
         tok = AutoTokenizer.from_pretrained(str(mdir / m.tokenizer_dir))
         prompts = [chat_ids(tok, p) for p in PROMPTS]
+        task_prompts = [chat_ids(tok, t.prompt) for t in TASKS]
+        eos = set(m.eos_token_ids)
+        decode = lambda ids: tok.decode(ids, skip_special_tokens=True)  # noqa: E731
         engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-        rows = []
+        makers: list[tuple[str, object]] = []
         for e in engines:
             if e in ("pytorch-fp32", "pytorch-int8"):
-                rows.append(bench_torch(mdir / "hf", prompts, args.new_tokens, args.repeats, e == "pytorch-int8"))
-                print(f"  {rows[-1]['engine']:<22} {rows[-1]['tokens_per_s']:7.1f} tok/s", flush=True)
+                makers.append((e if e == "pytorch-fp32" else "pytorch-int8-dynamic",
+                               lambda e=e: torch_engine(mdir / "hf", e == "pytorch-int8")))
             elif e == "onnx":
-                for name, v in m.variants.items():
-                    rows.append(bench_onnx(mdir / v.path, name, prompts, args.new_tokens, args.repeats))
-                    print(f"  {rows[-1]['engine']:<22} {rows[-1]['tokens_per_s']:7.1f} tok/s", flush=True)
-        base = next((r["tokens_per_s"] for r in rows if r["engine"] == "pytorch-fp32"), None)
-        print(f"\n{'engine':<22}{'tok/s':>8}{'ms/token':>10}{'TTFT ms':>9}{'vs torch fp32':>15}{'top1 vs fp32':>14}")
+                makers += [(f"onnx-{n}", lambda v=v: onnx_engine(mdir / v.path)) for n, v in m.variants.items()]
+            elif e == "genai":
+                try:
+                    import onnxruntime_genai  # noqa: F401
+                except ImportError:
+                    print("  genai: onnxruntime-genai is not installed (pip install -c constraints.txt "
+                          "onnxruntime-genai); skipped")
+                    continue
+                for label, prec, extra in GENAI_VARIANTS:
+                    makers.append((f"genai-{label}", lambda label=label, prec=prec, extra=extra: genai_engine(
+                        genai_build(mdir / "hf", mdir / "genai" / label, prec, extra))))
+        rows, answers = [], {}
+        for name, make in makers:
+            try:
+                gen = make()
+            except Exception as exc:  # noqa: BLE001 - a peer that does not build is reported, not fatal
+                print(f"  {name:<24} failed: {str(exc)[:300]}")
+                continue
+            row = speed(name, gen, prompts, args.new_tokens, args.repeats)
+            if not args.no_quality:
+                row["task_score"], answers[name] = quality(gen, task_prompts, decode, eos)
+            rows.append(row)
+            del gen
+            print(f"  {name:<24} {row['tokens_per_s']:7.1f} tok/s  tasks {row.get('task_score', float('nan')):.2f}",
+                  flush=True)
+        ref = answers.get("onnx-fp32")
         for r in rows:
-            v = m.variants.get(r["engine"].removeprefix("onnx-"))
-            agree = v.agreement_vs_fp32.top1 if v is not None and v.agreement_vs_fp32 else None
+            if ref and r["engine"] in answers:
+                r["same_answers_as_fp32"] = sum(a == b for a, b in zip(answers[r["engine"]], ref)) / len(ref)
+        base = next((r["tokens_per_s"] for r in rows if r["engine"] == "pytorch-fp32"), None)
+        gate = (m.gate or {}).get("variants", {})
+        print(f"\n{'engine':<24}{'tok/s':>8}{'ms/token':>10}{'TTFT ms':>9}{'vs torch fp32':>15}{'tasks':>7}"
+              f"{'same as fp32':>14}{'gate top1':>11}{'gate':>6}")
+        for r in rows:
+            g = gate.get(r["engine"].removeprefix("onnx-")) if r["engine"].startswith("onnx-") else None
             ratio = f"{r['tokens_per_s'] / base:.2f}x" if base else "-"
-            print(f"{r['engine']:<22}{r['tokens_per_s']:8.1f}{r['ms_per_token']:10.2f}{r['ttft_ms']:9.1f}"
-                  f"{ratio:>15}{(f'{agree:.3f}' if agree is not None else '-'):>14}")
+            tasks = f"{r['task_score']:.2f}" if "task_score" in r else "-"
+            same = f"{r['same_answers_as_fp32']:.2f}" if "same_answers_as_fp32" in r else "-"
+            top1 = f"{g['agreement']['top1']:.3f}" if g else "-"
+            verdict = ("pass" if g["passed"] else "fail") if g else "-"
+            print(f"{r['engine']:<24}{r['tokens_per_s']:8.1f}{r['ms_per_token']:10.2f}{r['ttft_ms']:9.1f}"
+                  f"{ratio:>15}{tasks:>7}{same:>14}{top1:>11}{verdict:>6}")
+        print(f"(tasks: the quality gate's {len(TASKS)}-task suite, greedy through the chat template; same as fp32: "
+              "share of those answers identical to ONNX fp32's; gate top1/pass: the manifest's gate record)")
         report["single_stream"] = rows
-        if base and any(r["engine"] == "onnx-int8" for r in rows):
-            r8 = next(r for r in rows if r["engine"] == "onnx-int8")["tokens_per_s"] / base
-            print(f"target: ONNX int8 >= 3x PyTorch fp32 -> {r8:.2f}x")
+        served = (m.gate or {}).get("chosen") or m.default_variant.get("cpu")
+        if base and any(r["engine"] == f"onnx-{served}" for r in rows):
+            r8 = next(r for r in rows if r["engine"] == f"onnx-{served}")
+            print(f"target: served CPU variant ({served}) >= 3x PyTorch fp32 -> {r8['tokens_per_s'] / base:.2f}x"
+                  + (f" at task score {r8['task_score']:.2f}" if "task_score" in r8 else ""))
 
     if args.http or args.url:
         proc = None

@@ -41,11 +41,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     ``models/.cache`` so only the first session on a clone pays the ~15 s GGUF read.
 
     A models dir holding one complete tiny model: ``<dir>/tiny-llama/manifest.json`` (variants fp32,
-    int8, int4; default_variant cpu=int8, cuda=fp32)."""
+    int8, w8, int4; a quality-gate record measured on this CPU kind; default_variant cpu = the gate's
+    choice, cuda=fp32). The tiny model is random, so which variants pass its gate depends on the CPU:
+    tests that need a given precision name it."""
     from llm_service.export.pipeline import run_pipeline
 
     models = tmp_path_factory.mktemp("models")
-    run_pipeline("tiny", name=TINY_NAME, models_dir=models, precisions=("fp32", "int8", "int4"),
+    run_pipeline("tiny", name=TINY_NAME, models_dir=models, precisions=("fp32", "int8", "w8", "int4"),
                  cache_dir=REPO_MODELS / ".cache", bench_tokens=16, bench_runs=1)
     return models
 

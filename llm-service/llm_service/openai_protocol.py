@@ -170,5 +170,6 @@ def chat_chunk(rid: str, model: str, delta: dict[str, Any] | None, finish: str |
     return body
 
 
-def model_card(name: str, created: int) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": created, "owned_by": "llm-service"}
+def model_card(name: str, created: int, quality: dict[str, Any] | None = None) -> dict[str, Any]:
+    """OpenAI's model object; ``quality`` adds the served precision, why, and the gate's scores."""
+    return {"id": name, "object": "model", "created": created, "owned_by": "llm-service", **(quality or {})}

@@ -1,63 +1,51 @@
-"""Model registry: finds ``models/*/manifest.json``, loads/unloads model variants and switches the
-default model without restart.
+"""The model registry: loaded models, their variants' engines, and the leases requests hold on them.
+
+Loading a model asks the catalog (:mod:`.catalog`) which variant to serve and the engine factory
+(:mod:`.engine.factory`) for its engine; the default model switches without restart. With
+``LLM_PRECISION=auto`` on CPU a model is served the variant its quality gate chose on this CPU kind; when
+no gate result exists for this kind (a ``models/`` volume built on another CPU), fp32 is served at once
+and the gate runs in the background, after which the model switches to the gate's choice
+(``LLM_GATE_ON_LOAD=false``: stay on fp32).
 
 Every request holds a :class:`Lease` on the model (and variant) it started on for its whole life.
 ``unload`` takes the model out of the registry at once (new requests no longer see it) and closes its
 sessions only when the last lease is released, so requests in flight always finish on their model.
-Model names are validated: only a plain directory name directly under ``models_dir`` that holds a
-manifest.json is accepted (no path traversal).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from stack_common.errors import Conflict, NotFound, ServiceError, Unavailable
+from stack_common.errors import Conflict, NotFound, Unavailable
 
+from .catalog import ModelCatalog, gate_summary
 from .core.metrics import Metrics
 from .core.settings import Settings
 from .engine.batching import AdmissionGate, BatchEngine
-from .engine.onnx import OnnxRunner, cuda_listed, gpu_process_memory_bytes
+from .engine.factory import EngineFactory
 from .engine.tokenizer import Tokenizer
-
-from .export.manifest import ManifestError, load_manifest
+from .export.manifest import Manifest
 
 log = logging.getLogger("llm_service.registry")
-
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-class ModelFilesError(ServiceError):
-    status_code = 500
-    error_type = "model_error"
-
-
-def read_manifest(model_dir: Path) -> dict[str, Any]:
-    """The model's manifest, validated by the export pipeline's own schema (llm_service.export.manifest)."""
-    try:
-        manifest = load_manifest(model_dir).model_dump(mode="json")
-    except ManifestError as exc:
-        raise ModelFilesError(str(exc)) from exc
-    if not manifest["variants"]:
-        raise ModelFilesError(f"{model_dir / 'manifest.json'} lists no variants")
-    return manifest
 
 
 class LoadedModel:
     """One model: tokenizer, manifest and one batch engine per loaded precision variant."""
 
-    def __init__(self, name: str, directory: Path, manifest: dict[str, Any], tokenizer: Tokenizer) -> None:
+    def __init__(self, name: str, directory: Path, manifest: Manifest, tokenizer: Tokenizer) -> None:
         self.name = name
         self.dir = directory
         self.manifest = manifest
         self.tokenizer = tokenizer
         self.engines: dict[str, BatchEngine] = {}
         self.default_precision: str = ""
+        self.precision_source: str = ""
+        self.gate: dict[str, Any] | None = None      # the gate record valid on this CPU kind
+        self.gate_state = "none"                      # measured | measuring | failed | disabled | none
         self.refs = 0
         self.retired = False
         self.created = int(time.time())
@@ -65,19 +53,24 @@ class LoadedModel:
 
     @property
     def context_length(self) -> int:
-        return int(self.manifest["context_length"])
+        return int(self.manifest.context_length)
 
     @property
     def eos_token_ids(self) -> frozenset[int]:
-        return frozenset(int(t) for t in self.manifest["eos_token_ids"])
+        return frozenset(int(t) for t in self.manifest.eos_token_ids)
+
+    def quality(self) -> dict[str, Any]:
+        """The served precision, why, and the gate's scores on this CPU kind."""
+        return {"precision": self.default_precision, "precision_source": self.precision_source,
+                "gate": {"state": self.gate_state, **(gate_summary(self.gate) or {})}}
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "default_precision": self.default_precision,
                 "precisions": {p: {"provider": e.runner.provider, "running": e.running, "waiting": e.waiting}
                                for p, e in self.engines.items()},
-                "available_precisions": sorted(self.manifest["variants"]),
+                "available_precisions": sorted(self.manifest.variants),
                 "context_length": self.context_length, "in_flight": self.refs,
-                "has_chat_template": self.tokenizer.chat_template is not None}
+                "has_chat_template": self.tokenizer.chat_template is not None, **self.quality()}
 
     def close(self) -> None:
         for precision, engine in list(self.engines.items()):
@@ -112,28 +105,21 @@ class ModelRegistry:
     def __init__(self, settings: Settings, metrics: Metrics, gate: AdmissionGate) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.gate = gate
-        self.models_dir = Path(settings.models_dir).resolve()
+        self.catalog = ModelCatalog(settings.models_dir)
+        self.factory = EngineFactory(settings, metrics, gate)
+        self.models_dir = self.catalog.models_dir
         self.loaded: dict[str, LoadedModel] = {}
         self.default: str | None = None
         self._load_locks: dict[str, asyncio.Lock] = {}
         self._closing: set[asyncio.Task] = set()
+        self._gating: dict[str, asyncio.Task] = {}
 
     # --- discovery ----------------------------------------------------------------------------
     def available(self) -> list[str]:
-        if not self.models_dir.is_dir():
-            return []
-        return sorted(p.parent.name for p in self.models_dir.glob("*/manifest.json") if NAME_RE.match(p.parent.name))
+        return self.catalog.available()
 
     def model_dir(self, name: str) -> Path:
-        """The directory of model ``name``; 404 unless it is a plain name with a manifest under models_dir."""
-        if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
-            raise NotFound(f"unknown model {name!r}: model names are plain directory names "
-                           "(letters, digits, '.', '_', '-')")
-        d = self.models_dir / name
-        if d.resolve().parent != self.models_dir or not (d / "manifest.json").is_file():
-            raise NotFound(f"unknown model {name!r}; models on disk: {self.available()}")
-        return d
+        return self.catalog.model_dir(name)
 
     def initial_default(self) -> str | None:
         if self.settings.default_model:
@@ -148,70 +134,110 @@ class ModelRegistry:
         async with lock:
             model = self.loaded.get(name)
             if model is None:
-                manifest = await asyncio.to_thread(read_manifest, directory)
-                tok_dir = (directory / manifest["tokenizer_dir"]).resolve()
-                if not tok_dir.is_relative_to(directory.resolve()):
-                    raise ModelFilesError(f"{name}: tokenizer_dir leaves the model directory")
-                tokenizer = await asyncio.to_thread(Tokenizer, tok_dir)
+                manifest = await asyncio.to_thread(self.catalog.manifest, directory)
+                tokenizer = await asyncio.to_thread(Tokenizer, directory / manifest.tokenizer_dir)
                 model = LoadedModel(name, directory, manifest, tokenizer)
-                model.default_precision = await self._load_variant(model, precision)
+                model.gate = await asyncio.to_thread(self.catalog.gate_record, directory, manifest)
+                model.gate_state = "measured" if model.gate else "none"
+                await self._serve(model, precision)
                 self.loaded[name] = model
             elif precision and precision != "auto":   # a load with a precision makes it the default one
-                model.default_precision = await self._load_variant(model, precision)
+                await self._serve(model, precision)
             return model
 
-    def _pick_variant(self, model: LoadedModel, precision: str | None) -> tuple[str, str]:
-        """(variant, device kind it is meant for)."""
-        variants = model.manifest["variants"]
-        if precision is None or precision == "auto":
-            precision = self.settings.precision if self.settings.precision != "auto" else None
-        kind = "cuda" if self.settings.device in ("auto", "cuda") and cuda_listed() else "cpu"
-        if precision is None:
-            defaults = model.manifest.get("default_variant") or {}
-            precision = defaults.get(kind) or next((p for p in ("int8", "fp32", "fp16") if p in variants),
-                                                   next(iter(variants)))
-        if precision not in variants:
-            raise ServiceError(f"model {model.name!r} has no {precision!r} variant; it has {sorted(variants)}")
-        return precision, kind
+    async def _serve(self, model: LoadedModel, requested: str | None) -> None:
+        """Choose the model's default variant (catalog), load its engine, and start the gate when this
+        CPU kind has no result yet."""
+        device = "cuda" if self.factory.wants_cuda() else "cpu"
+        choice = self.catalog.choose(model.manifest, device, requested, self.settings.precision, model.gate)
+        variant = await self._load_variant(model, choice.variant)
+        if device == "cuda" and choice.source == "device" and model.engines[variant].runner.provider != "cuda":
+            log.warning("CUDA listed but not usable; serving on CPU", extra={"model": model.name, "precision": variant})
+            choice = self.catalog.choose(model.manifest, "cpu", requested, self.settings.precision, model.gate)
+            if choice.variant != variant and model.refs == 0:
+                self._drop_engine(model, variant)
+            variant = await self._load_variant(model, choice.variant)
+        model.default_precision, model.precision_source = variant, choice.source
+        if choice.source == "ungated":
+            self._start_gate(model)
+        log.info("serving precision", extra={"model": model.name, "precision": variant, "source": choice.source})
 
-    async def _load_variant(self, model: LoadedModel, precision: str | None) -> str:
-        explicit = precision not in (None, "auto") or self.settings.precision != "auto"
-        variant, kind = self._pick_variant(model, precision)
+    def _drop_engine(self, model: LoadedModel, variant: str) -> None:
+        engine = model.engines.pop(variant)
+        self.metrics.model_loaded.remove(model.name, variant, engine.runner.provider)
+        engine.close()
+
+    def _start_gate(self, model: LoadedModel) -> None:
+        if not self.settings.gate_on_load:
+            model.gate_state = "disabled"
+            log.warning("no quality gate result for this CPU kind; serving fp32 (LLM_GATE_ON_LOAD=false)",
+                        extra={"model": model.name})
+            return
+        if model.name in self._gating:
+            return
+        model.gate_state = "measuring"
+        log.warning("no quality gate result for this CPU kind: serving fp32 while the gate measures the "
+                    "variants in the background", extra={"model": model.name})
+        task = asyncio.get_running_loop().create_task(self._gate(model))
+        self._gating[model.name] = task
+        task.add_done_callback(lambda _t, n=model.name: self._gating.pop(n, None))
+
+    async def _gate(self, model: LoadedModel) -> None:
+        """The gate in a daemon thread (not the default executor: a shutdown must not wait for it); a
+        cancelled task stops the thread at the next prompt."""
+        t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future = loop.create_future()
+        stop = threading.Event()
+
+        def settle(result: Any, exc: BaseException | None) -> None:
+            if not done.done():
+                done.set_exception(exc) if exc is not None else done.set_result(result)
+
+        def work() -> None:
+            try:
+                r, e = self.catalog.regate(model.dir, model.manifest, self.settings.intra_op_threads, stop), None
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+                r, e = None, exc
+            try:
+                loop.call_soon_threadsafe(settle, r, e)
+            except RuntimeError:
+                pass                     # the loop is gone (shutdown)
+
+        threading.Thread(target=work, name=f"gate-{model.name}", daemon=True).start()
+        try:
+            record = await done
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+        except Exception:   # noqa: BLE001 - logged; the model stays on fp32
+            model.gate_state = "failed"
+            log.exception("quality gate failed; staying on fp32", extra={"model": model.name})
+            return
+        model.gate = record
+        if not model.retired and model.precision_source == "ungated":   # else a user chose: theirs stands
+            async with self._load_locks.setdefault(model.name, asyncio.Lock()):
+                await self._serve(model, None)
+        model.gate_state = "measured"
+        log.info("quality gate measured", extra={
+            "model": model.name, "precision": model.default_precision, "seconds": round(time.perf_counter() - t0, 1),
+            "passed": [n for n, r in record["variants"].items() if r["passed"]]})
+
+    async def _load_variant(self, model: LoadedModel, variant: str) -> str:
         async with model.lock:
             if variant in model.engines:
                 return variant
             t0 = time.perf_counter()
-            runner = await asyncio.to_thread(self._runner, model, variant)
-            if kind == "cuda" and runner.provider != "cuda" and not explicit:
-                cpu_variant = (model.manifest.get("default_variant") or {}).get("cpu")
-                log.warning("CUDA listed but not usable; serving on CPU",
-                            extra={"model": model.name, "precision": variant})
-                if cpu_variant and cpu_variant != variant and cpu_variant in model.manifest["variants"]:
-                    runner.close()
-                    variant = cpu_variant
-                    runner = await asyncio.to_thread(self._runner, model, variant)
-            model.engines[variant] = BatchEngine(
-                runner, model.tokenizer, pad_token_id=int(model.manifest["pad_token_id"]),
-                max_batch_size=self.settings.max_batch_size, batch_wait_ms=self.settings.batch_wait_ms,
-                gate=self.gate, metrics=self.metrics, name=f"{model.name}:{variant}")
+            path = self.catalog.variant_path(model.dir, model.manifest, variant)
+            runner = await asyncio.to_thread(self.factory.runner, path, variant)
+            model.engines[variant] = self.factory.engine(runner, model.tokenizer, int(model.manifest.pad_token_id),
+                                                         f"{model.name}:{variant}")
             took = time.perf_counter() - t0
             self.metrics.load_duration.labels(model.name, variant).observe(took)
             self.metrics.model_loaded.labels(model.name, variant, runner.provider).set(1)
-            if runner.provider == "cuda":
-                pid = os.getpid()
-                self.metrics.gpu_memory.set_function(lambda: gpu_process_memory_bytes(pid))
             log.info("model variant loaded", extra={"model": model.name, "precision": variant,
                                                     "provider": runner.provider, "seconds": round(took, 3)})
             return variant
-
-    def _runner(self, model: LoadedModel, variant: str) -> OnnxRunner:
-        rel = model.manifest["variants"][variant]["path"]
-        path = (model.dir / rel).resolve()
-        if not path.is_relative_to(model.dir.resolve()) or not path.is_file():
-            raise ModelFilesError(f"{model.name}: variant {variant} file {rel!r} is missing")
-        s = self.settings
-        return OnnxRunner(path, variant, device=s.device, intra_op_threads=s.intra_op_threads,
-                          gpu_memory_fraction=s.gpu_memory_fraction, graph_optimization=s.graph_optimization)
 
     async def unload(self, name: str) -> dict[str, Any]:
         self.model_dir(name)
@@ -223,6 +249,8 @@ class ModelRegistry:
                            "(POST /admin/default)")
         del self.loaded[name]
         model.retired = True
+        if name in self._gating:
+            self._gating[name].cancel()
         for p, e in model.engines.items():
             self.metrics.model_loaded.remove(name, p, e.runner.provider)
         in_flight = model.refs
@@ -252,7 +280,9 @@ class ModelRegistry:
                            f"POST /admin/models/{name}/load (loaded: {sorted(self.loaded)})")
         model.refs += 1
         try:
-            variant = model.default_precision if precision in (None, "auto") else precision
+            variant = model.default_precision
+            if precision not in (None, "auto", variant):
+                variant = self.catalog.choose(model.manifest, "cpu", precision, "auto", None).variant  # 400 if absent
             if variant not in model.engines:
                 await self._load_variant(model, variant)
             return Lease(self, model, variant)
@@ -268,6 +298,10 @@ class ModelRegistry:
             task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
+        gating = list(self._gating.values())
+        for task in gating:
+            task.cancel()    # the gate's thread stops at its next prompt
+        await asyncio.gather(*gating, return_exceptions=True)
         for name, model in list(self.loaded.items()):
             await asyncio.to_thread(model.close)
         self.loaded.clear()

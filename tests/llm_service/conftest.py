@@ -36,8 +36,10 @@ def start_llm(tmp_path_factory, models_dir: Path, name: str, **extra: str):
 
 @pytest.fixture(scope="session")
 def llm_server(tiny_model_dir, tmp_path_factory):
-    """One llm-service process on the tiny model (int8 by default on CPU), shared by the API tests."""
-    proc = start_llm(tmp_path_factory, tiny_model_dir, "main", default_model=TINY_NAME, max_batch_size=8,
+    """One llm-service process on the tiny model, int8 by setting (LLM_PRECISION: the user's choice, served
+    whatever the gate says of a random model), shared by the API tests."""
+    proc = start_llm(tmp_path_factory, tiny_model_dir, "main", default_model=TINY_NAME, precision="int8",
+                     max_batch_size=8,
                      batch_wait_ms=10, max_new_tokens_limit=1024, max_body_bytes=65536, max_queue=64)
     yield proc
     proc.stop()

@@ -46,7 +46,13 @@ def test_health_and_ready(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     r = client.get("/readyz")
     assert r.status_code == 200 and r.json()["default_model"] == TINY_NAME
-    assert r.json()["precision"] == "int8"   # CPU serves the manifest's cpu default
+    ready = r.json()
+    assert ready["precision"] == "int8" and ready["precision_source"] == "setting"   # LLM_PRECISION=int8 honoured
+    gate = ready["gate"]                     # and the gate's scores on this CPU kind are shown beside it
+    assert gate["state"] == "measured" and set(gate["variants"]) == {"fp32", "int8", "w8", "int4"}
+    assert gate["chosen"] in gate["variants"] and gate["variants"][gate["chosen"]]["passed"]
+    card = client.get("/v1/models").json()["data"][0]
+    assert card["id"] == TINY_NAME and card["precision"] == "int8" and card["gate"]["chosen"] == gate["chosen"]
 
 
 def test_greedy_is_deterministic_and_length_finish(client, tiny_tokenizer):

@@ -37,7 +37,8 @@ async def test_discovery_and_default(registry):
     with pytest.raises(Unavailable, match="no default model"):
         await registry.acquire()
     model = await registry.set_default("tiny-a")
-    assert model.default_precision == "int8"        # CPU: the manifest's cpu default
+    # auto on CPU: the quality gate's choice on this CPU kind (recorded in the tiny model's manifest)
+    assert model.precision_source == "gate" and model.default_precision == model.gate["chosen"]
     lease = await registry.acquire()
     assert lease.model.name == "tiny-a" and lease.engine.runner.provider == "cpu"
     lease.release()

@@ -1,4 +1,4 @@
-"""GET /healthz (alive) and GET /readyz (the default model is loaded)."""
+"""GET /healthz (alive) and GET /readyz (the default model is loaded; its served precision and gate scores)."""
 from __future__ import annotations
 
 from fastapi import APIRouter
@@ -19,7 +19,7 @@ async def readyz(registry: RegistryDep) -> JSONResponse:
     name = registry.default
     if name and name in registry.loaded:
         model = registry.loaded[name]
-        return JSONResponse({"status": "ready", "default_model": name, "precision": model.default_precision,
+        return JSONResponse({"status": "ready", "default_model": name, **model.quality(),
                              "loaded": sorted(registry.loaded)})
     reason = (f"default model {name!r} is not loaded" if name else
               "no default model: set LLM_DEFAULT_MODEL or POST /admin/default")

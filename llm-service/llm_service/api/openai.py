@@ -23,7 +23,8 @@ def _unsupported(body: OpenAIFields) -> None:
 
 @router.get("/models")
 async def list_models(registry: RegistryDep) -> dict:
-    return {"object": "list", "data": [model_card(n, m.created) for n, m in sorted(registry.loaded.items())]}
+    return {"object": "list", "data": [model_card(n, m.created, m.quality())
+                                              for n, m in sorted(registry.loaded.items())]}
 
 
 @router.post("/completions", responses={400: {}, 404: {}, 429: {}, 503: {}, 504: {}})

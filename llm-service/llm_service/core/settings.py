@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from stack_common.auth import AuthSettings
 
 Device = Literal["auto", "cpu", "cuda"]
-Precision = Literal["auto", "fp32", "fp16", "int8", "int4"]
+Precision = Literal["auto", "fp32", "fp16", "int8", "w8", "int4"]
 
 
 class Settings(BaseSettings, AuthSettings):
@@ -46,10 +46,15 @@ class Settings(BaseSettings, AuthSettings):
     gpu_memory_fraction: float = Field(0.9, gt=0, le=1,
                                        description="Share of the GPU's memory the CUDA execution provider may "
                                                    "use (mapped to its gpu_mem_limit).")
-    precision: Precision = Field("auto", description="Variant to load: auto follows the manifest's "
-                                                     "default_variant for the device (int8 on CPU, fp32/fp16 "
-                                                     "on CUDA); or a variant name. Requests may ask for "
+    precision: Precision = Field("auto", description="Variant to serve: auto = on CPU the fastest variant that "
+                                                     "passed the quality gate on this CPU kind (fp32 until one "
+                                                     "has), on CUDA the manifest's CUDA default (fp32); or a "
+                                                     "variant name, served as given. Requests may ask for "
                                                      "another precision (loaded on first use).")
+    gate_on_load: bool = Field(True, description="When a model has no quality-gate result for this CPU kind "
+                                                 "(built on another machine), serve fp32 and run the gate in "
+                                                 "the background, then switch to its choice (cached in "
+                                                 "models/<name>/gates/). false: stay on fp32.")
     intra_op_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads per session "
                                                        "(0 = all cores). Spinning is always off.")
     graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(

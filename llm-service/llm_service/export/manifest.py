@@ -17,8 +17,12 @@ Example (SmolLM2)::
                   "int8": {"path": "onnx-int8/model.onnx", "precision": "int8",
                            "quantization": {"method": "dynamic", "weight_type": "QInt8",
                                             "per_channel": true, "pre_optimization": "ORT_ENABLE_BASIC"},
-                           "agreement_vs_fp32": {"top1": 0.66, "kl_nats": 0.45}, "bench": {...}}},
-     "default_variant": {"cpu": "int8", "cuda": "fp32"},
+                           "agreement_vs_fp32": {"top1": 0.66, "kl_nats": 0.45}, "bench": {...}},
+                  "w8": {"path": "onnx-w8/model.onnx", "precision": "w8",
+                         "quantization": {"method": "matmul_nbits", "bits": 8, "block_size": 32, ...}, ...}},
+     "default_variant": {"cpu": "w8", "cuda": "fp32"},
+     "gate": {"cpu": {"kind": "AuthenticAMD-avx2-ort1.32.0", ...}, "chosen": "w8",
+              "variants": {"w8": {"task_score": 0.64, "agreement": {"top1": 0.97, ...}, "passed": true, ...}}},
      "opset": 14, "versions": {...}, "files": {"onnx-int8/model.onnx": "<sha256>", ...},
      "steps": {...}}
 
@@ -28,7 +32,7 @@ copied to ``chat_template.jinja``), ``generation_config.json`` (eos/pad = ``<|im
 ``config.json``.
 
 ONNX graph of every variant (optimum ``text-generation-with-past`` export; names identical in fp32,
-int8 and int4; all float tensors are float32)::
+int8, w8 and int4; all float tensors are float32)::
 
     inputs   input_ids                  int64  [batch, seq]
              attention_mask             int64  [batch, past_len + seq]   (1 = real token, 0 = padding)
@@ -72,8 +76,9 @@ class Source(BaseModel):
 
 class Quantization(BaseModel):
     model_config = ConfigDict(extra="allow")
-    method: str                      # "dynamic" (QInt8) or "matmul_nbits" (int4)
-    weight_type: str | None = None   # "QInt8" / "int4"
+    method: str                      # "dynamic" (QInt8) or "matmul_nbits" (w8, int4)
+    weight_type: str | None = None   # "QInt8" / "int8" / "int4"
+    bits: int | None = None
     per_channel: bool | None = None
     reduce_range: bool | None = None   # 7-bit weights: needed on CPUs without VNNI (see pipeline)
     pre_optimization: str | None = None
@@ -102,7 +107,7 @@ class Bench(BaseModel):
 class Variant(BaseModel):
     model_config = ConfigDict(extra="allow")
     path: str
-    precision: Literal["fp32", "fp16", "int8", "int4"]
+    precision: Literal["fp32", "fp16", "int8", "w8", "int4"]
     quantization: Quantization | None = None
     agreement_vs_fp32: Agreement | None = None
     bench: Bench | None = None
@@ -126,24 +131,19 @@ class Manifest(BaseModel):
     has_chat_template: bool
     tokenizer_dir: str
     variants: dict[str, Variant]
-    default_variant: dict[str, str] = Field(default_factory=lambda: {"cpu": "int8", "cuda": "fp32"})
+    # cpu: the variant the quality gate chose on the build machine's CPU kind (``gate.chosen``); cuda: fp32.
+    default_variant: dict[str, str] = Field(default_factory=lambda: {"cpu": "fp32", "cuda": "fp32"})
+    # The quality gate's record on the build machine (llm_service.quality.gate.run_gate): CPU kind, per
+    # variant task score / agreement / tok/s / passed, and the chosen variant. Other CPU kinds re-gate.
+    gate: dict[str, Any] | None = None
     opset: int
     versions: dict[str, str] = Field(default_factory=dict)
     files: dict[str, str] = Field(default_factory=dict)
     steps: dict[str, Any] = Field(default_factory=dict)
 
-    def variant_for(self, device: str = "cpu", precision: str | None = None) -> tuple[str, Variant]:
-        """The variant to serve: ``precision`` when given (KeyError if absent), else the default for
-        the device ('cpu' / 'cuda'), falling back to fp32."""
-        if precision:
-            if precision not in self.variants:
-                raise KeyError(f"model {self.name!r} has no {precision!r} variant "
-                               f"(has: {', '.join(sorted(self.variants))})")
-            return precision, self.variants[precision]
-        key = self.default_variant.get(device) or "fp32"
-        if key not in self.variants:
-            key = "fp32" if "fp32" in self.variants else sorted(self.variants)[0]
-        return key, self.variants[key]
+    def variant_files(self) -> dict[str, str]:
+        """``{variant: sha256 of its graph}`` (what a gate record is keyed by)."""
+        return {n: self.files.get(v.path, "") for n, v in self.variants.items()}
 
 
 class ManifestError(ValueError):
@@ -192,16 +192,6 @@ def verify_files(model_dir: str | os.PathLike, files: dict[str, str], quick: boo
     return bad
 
 
-def find_manifests(models_dir: str | os.PathLike) -> dict[str, Path]:
-    """``{name: model_dir}`` for every ``<models_dir>/*/manifest.json`` (not validated)."""
-    out = {}
-    root = Path(models_dir)
-    if root.is_dir():
-        for p in sorted(root.glob(f"*/{MANIFEST_NAME}")):
-            out[p.parent.name] = p.parent
-    return out
-
-
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,12 +206,3 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
 
-
-def onnx_io_names(model_path: str | os.PathLike) -> tuple[list[str], list[str]]:
-    """(input names, output names) of an ONNX graph, read with onnxruntime (no torch)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    s = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
-    return [i.name for i in s.get_inputs()], [o.name for o in s.get_outputs()]

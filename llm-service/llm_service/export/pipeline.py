@@ -1,5 +1,5 @@
-"""The model pipeline: source -> HF folder -> ONNX fp32 with KV cache -> int8 (-> int4) -> agreement +
-benchmark -> manifest.json. Each step is cached under ``models/<name>/``: it is skipped when
+"""The model pipeline: source -> HF folder -> ONNX fp32 with KV cache -> quantized variants (dynamic int8,
+weight-only w8 / int4) -> agreement + benchmark -> quality gate -> manifest.json. Each step is cached under ``models/<name>/``: it is skipped when
 ``build-state.json`` records the same inputs for it and its output files still have the recorded
 sha256s. Outputs are written to a temporary folder and renamed into place, and a file lock per model
 serialises concurrent builds of the same model (make run and the tests share ``models/``).
@@ -27,9 +27,10 @@ log = logging.getLogger("llm_service.export")
 
 STATE_NAME = "build-state.json"
 PIPELINE_VERSION = 1
-ALL_PRECISIONS = ("fp32", "int8", "int4")
-DEFAULT_PRECISIONS = ("fp32", "int8")
-DIRS = {"hf": "hf", "fp32": "onnx-fp32", "int8": "onnx-int8", "int4": "onnx-int4"}
+ALL_PRECISIONS = ("fp32", "int8", "w8", "int4")
+DEFAULT_PRECISIONS = ("fp32", "int8", "w8")
+DIRS = {"hf": "hf", "fp32": "onnx-fp32", "int8": "onnx-int8", "w8": "onnx-w8", "int4": "onnx-int4"}
+NBITS = {"w8": 8, "int4": 4}          # weight-only MatMulNBits variants: bits per weight
 
 # Fixed texts for teacher-forced agreement (English prose + a chat turn), and the bench prompt.
 AGREEMENT_TEXTS = [
@@ -210,28 +211,31 @@ def step_int8(model_dir: Path) -> dict:
             "pre_optimization": "ORT_ENABLE_BASIC"}
 
 
-def step_int4(model_dir: Path, block_size: int = 32, accuracy_level: int = 4) -> dict:
-    """4-bit weight-only MatMulNBits (block 32, accuracy_level 4 = int8 activations in the kernel).
-    Needs ``onnx-ir``. The embedding Gather stays fp32, so the file is larger than int8's."""
+def step_nbits(model_dir: Path, precision: str, block_size: int = 32, accuracy_level: int = 4) -> dict:
+    """Weight-only ``MatMulNBits`` (w8: 8-bit, int4: 4-bit), symmetric, one scale per ``block_size``
+    weights. ``accuracy_level`` 4 lets the kernel quantize activations to int8 per block (the fast
+    path; 8-bit weights at level 0 have no fast kernel and ran at ~1/20 the speed). The embedding Gather
+    stays fp32. Needs ``onnx-ir``."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
 
-    tmp = _tmp_dir(model_dir, "int4")
+    bits = NBITS[precision]
+    tmp = _tmp_dir(model_dir, precision)
     try:
         basic = tmp / "basic.onnx"
         _basic_optimized(model_dir / DIRS["fp32"] / "model.onnx", basic)
-        q = MatMulNBitsQuantizer(onnx.load(str(basic)), block_size=block_size, is_symmetric=True,
+        q = MatMulNBitsQuantizer(onnx.load(str(basic)), bits=bits, block_size=block_size, is_symmetric=True,
                                  accuracy_level=accuracy_level)
         q.process()
         q.model.save_model_to_file(str(tmp / "model.onnx"), use_external_data_format=False)
         for p in tmp.glob("basic.onnx*"):
             p.unlink()
-        _replace_dir(tmp, model_dir / DIRS["int4"])
+        _replace_dir(tmp, model_dir / DIRS[precision])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"method": "matmul_nbits", "weight_type": "int4", "block_size": block_size,
+    return {"method": "matmul_nbits", "weight_type": f"int{bits}", "bits": bits, "block_size": block_size,
             "accuracy_level": accuracy_level, "pre_optimization": "ORT_ENABLE_BASIC"}
 
 
@@ -257,18 +261,32 @@ def step_evaluate(model_dir: Path, precisions: list[str], bench_tokens: int, ben
     return out
 
 
+def step_gate(model_dir: Path, precisions: list[str], variant_files: dict[str, str], eos_ids: list[int],
+              echo: Callable[[str], None]) -> dict:
+    """The quality gate on this machine (llm_service.quality.gate): every variant on the task suite
+    through the chat template, against fp32."""
+    from ..quality.gate import run_gate
+
+    return run_gate(model_dir, model_dir / DIRS["fp32"], {p: f"{DIRS[p]}/model.onnx" for p in precisions},
+                    variant_files, eos_ids, echo=echo)
+
+
 # ---------------------------------------------------------------------------------------- pipeline
 def run_pipeline(source: str, name: str | None = None, models_dir: str | os.PathLike = "models",
                  precisions: list[str] | tuple[str, ...] | None = None, force: bool = False,
                  cache_dir: str | os.PathLike | None = None, opset: int | None = None,
                  validate: bool = True, bench_tokens: int = 64, bench_runs: int = 1,
+                 block_size: int = 32, accuracy_level: int = 4, gate: bool = True,
                  echo: Callable[[str], None] | None = None) -> PipelineResult:
     """Build (or reuse) ``<models_dir>/<name>/`` for ``source`` ('smollm2', 'tiny' or a HF folder).
 
     ``cache_dir`` (default ``<models_dir>/.cache``) keeps SmolLM2's converted tokenizer, shared by the
     'smollm2' and 'tiny' sources. ``force`` rebuilds every step. ``precisions`` None means fp32 +
-    int8 plus any variant built before (so a later default run, e.g. ``make run``, keeps an int4 built
-    on request); an explicit list builds exactly those (fp32 always).
+    int8 + w8 plus any variant built before (so a later default run, e.g. ``make run``, keeps an int4
+    built on request); an explicit list builds exactly those (fp32 always). ``block_size`` and
+    ``accuracy_level`` configure the weight-only variants. ``gate`` runs the quality gate
+    (llm_service.quality.gate) and makes its choice the manifest's CPU default; without it the CPU
+    default is fp32 and the service gates at load.
     """
     from filelock import FileLock
 
@@ -322,16 +340,25 @@ def run_pipeline(source: str, name: str | None = None, models_dir: str | os.Path
         for p in precisions:
             if p == "int8":
                 quant[p] = run("int8", {"up": fp32["files"], "reduce_range": True}, lambda: step_int8(model_dir), DIRS["int8"])
-            elif p == "int4":
-                quant[p] = run("int4", {"up": fp32["files"]}, lambda: step_int4(model_dir), DIRS["int4"])
+            elif p in NBITS:
+                quant[p] = run(p, {"up": fp32["files"], "block_size": block_size, "accuracy_level": accuracy_level},
+                               lambda p=p: step_nbits(model_dir, p, block_size, accuracy_level), DIRS[p])
         # Variants built earlier but not asked for this time are dropped from the manifest.
         ev = run("evaluate", {"up": {k: v["files"] for k, v in [("fp32", fp32), *quant.items()]},
                               "tokens": bench_tokens, "runs": bench_runs,
                               "texts": AGREEMENT_TEXTS, "prompt": BENCH_PROMPT},
                  lambda: step_evaluate(model_dir, precisions, bench_tokens, bench_runs), None)
 
+        variant_files = {p: e["files"][f"{DIRS[p]}/model.onnx"] for p, e in [("fp32", fp32), *quant.items()]}
+        gate_record = None
+        if gate:
+            from ..quality.gate import record_key
+
+            eos_ids = _eos_ids(model_dir)
+            gate_record = run("gate", {"key": record_key(variant_files), "eos": eos_ids},
+                              lambda: step_gate(model_dir, precisions, variant_files, eos_ids, echo), None)["info"]
         manifest = _build_manifest(name, model_dir, src_params, src["info"], precisions,
-                                   {p: q["info"] for p, q in quant.items()}, ev["info"], state)
+                                   {p: q["info"] for p, q in quant.items()}, ev["info"], state, gate_record)
         mpath = model_dir / MANIFEST_NAME
         old = None
         if mpath.is_file():
@@ -352,18 +379,27 @@ def _same(a: Manifest, b: Manifest) -> bool:
     return da == db
 
 
+def _configs(model_dir: Path) -> tuple[dict, dict]:
+    """(config.json, generation_config.json) of the exported model."""
+    cfg = json.loads((model_dir / DIRS["hf"] / "config.json").read_text())
+    gpath = model_dir / DIRS["fp32"] / "generation_config.json"
+    return cfg, (json.loads(gpath.read_text()) if gpath.is_file() else {})
+
+
+def _eos_ids(model_dir: Path) -> list[int]:
+    cfg, gen = _configs(model_dir)
+    eos = gen.get("eos_token_id", cfg.get("eos_token_id"))
+    return [int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None]
+
+
 def _build_manifest(name: str, model_dir: Path, src_params: dict, src_info: dict, precisions: list[str],
-                    quant_info: dict, evaluation: dict, state: _State) -> Manifest:
+                    quant_info: dict, evaluation: dict, state: _State, gate_record: dict | None) -> Manifest:
     import onnx
 
-    hf = model_dir / DIRS["hf"]
     tokdir = model_dir / DIRS["fp32"]
-    cfg = json.loads((hf / "config.json").read_text())
-    gen = json.loads((tokdir / "generation_config.json").read_text()) \
-        if (tokdir / "generation_config.json").is_file() else {}
+    cfg, gen = _configs(model_dir)
     tcfg = json.loads((tokdir / "tokenizer_config.json").read_text())
-    eos = gen.get("eos_token_id", cfg.get("eos_token_id"))
-    eos_ids = [int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None]
+    eos_ids = _eos_ids(model_dir)
     pad = gen.get("pad_token_id", cfg.get("pad_token_id"))
     if pad is None:
         pad = eos_ids[0] if eos_ids else 0
@@ -404,9 +440,10 @@ def _build_manifest(name: str, model_dir: Path, src_params: dict, src_info: dict
         "has_chat_template": bool(tcfg.get("chat_template")),
         "tokenizer_dir": DIRS["fp32"],
         "variants": variants,
-        # CPU: int8 (then int4) is 2-4x faster than fp32. CUDA: fp32, since dynamic int8 ops have no
-        # CUDA kernels and fall back to CPU (onnxruntime#10267).
-        "default_variant": {"cpu": next(p for p in ("int8", "int4", "fp32") if p in variants),
-                            "cuda": "fp32"},
+        # CPU: the fastest variant that passed the quality gate on this machine's CPU kind (fp32 when
+        # the gate did not run; the service then gates at load). CUDA: fp32, since dynamic int8 ops have
+        # no CUDA kernels and fall back to CPU (onnxruntime#10267).
+        "default_variant": {"cpu": gate_record["chosen"] if gate_record else "fp32", "cuda": "fp32"},
+        "gate": gate_record,
         "opset": int(opset), "versions": versions(), "files": files, "steps": steps,
     })
