@@ -124,9 +124,8 @@ def genai_build(hf_dir: Path, out: Path, precision: str, extra: list[str]) -> Pa
     cfg_path = out / "genai_config.json"
     cfg = json.loads(cfg_path.read_text())
     so = cfg["model"]["decoder"].setdefault("session_options", {})
-    so.update({"intra_op_num_threads": 1, "inter_op_num_threads": 1})
-    so.setdefault("config_entries", {}).update({"session.intra_op.allow_spinning": "0",
-                                                 "session.inter_op.allow_spinning": "0"})
+    so.update({"intra_op_num_threads": 1, "inter_op_num_threads": 1})   # one thread: no pool left to spin
+    so.pop("config_entries", None)
     cfg_path.write_text(json.dumps(cfg, indent=2))
     return out
 

@@ -160,6 +160,10 @@ class ModelRegistry:
         model.default_precision, model.precision_source = variant, choice.source
         if choice.source == "ungated":
             self._start_gate(model)
+        elif choice.source == "gate" and variant == "fp32" and len(model.gate["variants"]) > 1:
+            log.warning("no quantized variant passed the quality gate on this CPU kind; serving fp32",
+                        extra={"model": model.name, "cpu_kind": model.gate["cpu"]["kind"],
+                               "reasons": {n: r["reason"] for n, r in model.gate["variants"].items() if n != "fp32"}})
         log.info("serving precision", extra={"model": model.name, "precision": variant, "source": choice.source})
 
     def _drop_engine(self, model: LoadedModel, variant: str) -> None:

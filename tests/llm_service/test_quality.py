@@ -205,3 +205,23 @@ async def test_unloading_stops_a_running_gate(tiny_model_dir, tmp_path):
         assert not reg._gating
     finally:
         await reg.close()
+
+
+async def test_nothing_passed_serves_fp32_and_says_why(tiny_model_dir, tmp_path, caplog):
+    models = _models_copy(tiny_model_dir, tmp_path)
+
+    def all_fail(m):
+        for n, r in m["gate"]["variants"].items():
+            if n != "fp32":
+                r.update(passed=False, reason="agreement 0.5 < floor 0.9")
+        m["gate"]["chosen"] = "fp32"
+    _edit_manifest(models, all_fail)
+    reg = _registry(models)
+    try:
+        with caplog.at_level("WARNING", logger="llm_service.registry"):
+            model = await reg.set_default(TINY_NAME)
+        assert (model.default_precision, model.precision_source) == ("fp32", "gate")
+        lines = [r for r in caplog.records if "no quantized variant passed" in r.getMessage()]
+        assert len(lines) == 1 and lines[0].reasons["int8"] == "agreement 0.5 < floor 0.9"
+    finally:
+        await reg.close()
