@@ -21,14 +21,14 @@ from typing import Any, Literal
 from stack_common.errors import NotFound, ServiceError
 
 from .export.manifest import Manifest, ManifestError, load_manifest, write_json_atomic
+from .export.pipeline import ALL_PRECISIONS
 from .quality.cpu import cpu_kind
-from .quality.gate import Policy, record_key, run_gate, summary
+from .quality.gate import Policy, record_key, run_gate
 
 log = logging.getLogger("llm_service.catalog")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 GATES_DIR = "gates"
-CPU_VARIANTS = ("fp32", "int8", "w8", "int4")   # variants the gate measures on CPU (fp16 is for CUDA)
 
 # Why a variant is served: a request or /admin call named it; LLM_PRECISION named it; the quality gate
 # chose it on this CPU kind; the device's default (CUDA); fp32 because no gate result exists (yet) for
@@ -90,7 +90,7 @@ class ModelCatalog:
 
     # --- the quality gate ---------------------------------------------------------------------
     def _gated_files(self, manifest: Manifest) -> dict[str, str]:
-        return {n: f for n, f in manifest.variant_files().items() if n in CPU_VARIANTS}
+        return {n: f for n, f in manifest.variant_files().items() if n in ALL_PRECISIONS}   # not fp16 (CUDA)
 
     def gate_record(self, directory: Path, manifest: Manifest) -> dict[str, Any] | None:
         """The gate record valid on this CPU kind for these files, or None (then: :meth:`regate`)."""
@@ -108,7 +108,7 @@ class ModelCatalog:
                stop: threading.Event | None = None) -> dict[str, Any]:
         """Run the gate on this machine and cache the record under ``<model>/gates/`` (blocking: call it
         in a thread). A read-only models dir keeps the record in memory only (gated again next start)."""
-        variants = {n: v.path for n, v in manifest.variants.items() if n in CPU_VARIANTS}
+        variants = {n: v.path for n, v in manifest.variants.items() if n in ALL_PRECISIONS}
         record = run_gate(directory, directory / manifest.tokenizer_dir, variants, self._gated_files(manifest),
                           manifest.eos_token_ids, policy=self.policy, intra_op_threads=intra_op_threads, stop=stop)
         path = directory / GATES_DIR / f"{cpu_kind()}.json"
@@ -120,6 +120,13 @@ class ModelCatalog:
         return record
 
     # --- which variant to serve ---------------------------------------------------------------
+    @staticmethod
+    def variant(manifest: Manifest, name: str) -> str:
+        """``name`` if the model has that variant, else a 400 naming the ones it has."""
+        if name not in manifest.variants:
+            raise ServiceError(f"model {manifest.name!r} has no {name!r} variant; it has {sorted(manifest.variants)}")
+        return name
+
     def choose(self, manifest: Manifest, device: str, requested: str | None, setting: str,
                gate: dict[str, Any] | None) -> Choice:
         """The variant to serve, and why. ``requested`` (a request's or /admin's precision) and ``setting``
@@ -128,9 +135,7 @@ class ModelCatalog:
         variants = manifest.variants
         for value, source in ((requested, "request"), (setting, "setting")):
             if value not in (None, "", "auto"):
-                if value not in variants:
-                    raise ServiceError(f"model {manifest.name!r} has no {value!r} variant; it has {sorted(variants)}")
-                return Choice(value, source)  # type: ignore[arg-type]
+                return Choice(self.variant(manifest, value), source)  # type: ignore[arg-type]
         fallback = "fp32" if "fp32" in variants else sorted(variants)[0]
         if device == "cuda":
             v = manifest.default_variant.get("cuda", "fp32")
@@ -139,6 +144,3 @@ class ModelCatalog:
             return Choice(gate["chosen"], "gate")
         return Choice(fallback, "ungated")
 
-
-def gate_summary(record: dict[str, Any] | None) -> dict[str, Any] | None:
-    return summary(record) if record else None

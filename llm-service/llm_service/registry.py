@@ -22,13 +22,14 @@ from typing import Any
 
 from stack_common.errors import Conflict, NotFound, Unavailable
 
-from .catalog import ModelCatalog, gate_summary
+from .catalog import ModelCatalog
 from .core.metrics import Metrics
 from .core.settings import Settings
 from .engine.batching import AdmissionGate, BatchEngine
 from .engine.factory import EngineFactory
 from .engine.tokenizer import Tokenizer
 from .export.manifest import Manifest
+from .quality.gate import summary
 
 log = logging.getLogger("llm_service.registry")
 
@@ -62,7 +63,7 @@ class LoadedModel:
     def quality(self) -> dict[str, Any]:
         """The served precision, why, and the gate's scores on this CPU kind."""
         return {"precision": self.default_precision, "precision_source": self.precision_source,
-                "gate": {"state": self.gate_state, **(gate_summary(self.gate) or {})}}
+                "gate": {"state": self.gate_state, **summary(self.gate)}}
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "default_precision": self.default_precision,
@@ -107,7 +108,6 @@ class ModelRegistry:
         self.metrics = metrics
         self.catalog = ModelCatalog(settings.models_dir)
         self.factory = EngineFactory(settings, metrics, gate)
-        self.models_dir = self.catalog.models_dir
         self.loaded: dict[str, LoadedModel] = {}
         self.default: str | None = None
         self._load_locks: dict[str, asyncio.Lock] = {}
@@ -286,7 +286,7 @@ class ModelRegistry:
         try:
             variant = model.default_precision
             if precision not in (None, "auto", variant):
-                variant = self.catalog.choose(model.manifest, "cpu", precision, "auto", None).variant  # 400 if absent
+                variant = self.catalog.variant(model.manifest, precision)
             if variant not in model.engines:
                 await self._load_variant(model, variant)
             return Lease(self, model, variant)

@@ -87,14 +87,17 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
-def agreement(ref: OrtCausalLM, other: OrtCausalLM, sequences: list[list[int]]) -> dict:
-    """Teacher-forced top-1 agreement and mean KL(ref || other) over every position of ``sequences``."""
+def agreement(ref: OrtCausalLM, other: OrtCausalLM, sequences: list[list[int]],
+              starts: list[int] | None = None) -> dict:
+    """Teacher-forced top-1 agreement and mean KL(ref || other) over the positions of ``sequences``
+    (from ``starts[i]`` on in sequence i when given, e.g. only the positions that predict an answer)."""
     agree = 0
     kl_sum = 0.0
     n = 0
-    for ids in sequences:
-        a = log_softmax(ref.logits(ids))
-        b = log_softmax(other.logits(ids))
+    for i, ids in enumerate(sequences):
+        lo = starts[i] if starts is not None else 0
+        a = log_softmax(ref.logits(ids)[lo:])
+        b = log_softmax(other.logits(ids)[lo:])
         agree += int((a.argmax(-1) == b.argmax(-1)).sum())
         kl_sum += float((np.exp(a) * (a - b)).sum())
         n += a.shape[0]

@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import numpy as np
 
 from .cpu import cpu_info, cpu_kind
-from .tasks import TASKS, Task, suite_digest
+from .tasks import TASKS, Task, score, suite_digest
 
 log = logging.getLogger("llm_service.quality")
 
@@ -51,18 +50,11 @@ class Policy:
                 "max_new_tokens": self.max_new_tokens}
 
 
-def record_key(variant_files: dict[str, str], policy: Policy = Policy(), tasks: tuple[Task, ...] = TASKS,
-               kind: str | None = None) -> str:
+def record_key(variant_files: dict[str, str], policy: Policy = Policy(), tasks: tuple[Task, ...] = TASKS) -> str:
     """What a gate record was measured for: CPU kind, suite, policy and each variant's file digest."""
-    blob = json.dumps({"v": GATE_VERSION, "kind": kind or cpu_kind(), "suite": suite_digest(tasks),
+    blob = json.dumps({"v": GATE_VERSION, "kind": cpu_kind(), "suite": suite_digest(tasks),
                        "policy": policy.as_dict(), "files": dict(sorted(variant_files.items()))}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    m = x.max(axis=-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
 def _answer(lm, ids: list[int], eos: set[int], max_new: int) -> tuple[list[int], int, float, float]:
@@ -92,25 +84,9 @@ def evaluate_variant(lm, tok, prompts: list[list[int]], tasks: tuple[Task, ...],
         decode += d
         steps += n - 1                # decode steps: every token after the prefill's
     correct = [t.correct(a) for t, a in zip(tasks, answers)]
-    return {"answers": answers, "ids": ids_out, "correct": correct,
-            "task_score": round(sum(correct) / len(tasks), 4),
+    return {"answers": answers, "ids": ids_out, "correct": correct, "task_score": round(score(answers, tasks), 4),
             "tokens_per_s": round(steps / decode, 2) if decode > 0 else None,
             "ttft_ms": round(1000 * prefill / len(prompts), 2)}
-
-
-def agreement_on_answers(ref, other, prompts: list[list[int]], answers: list[list[int]]) -> dict:
-    """Teacher-forced top-1 agreement and mean KL(ref || other) at the positions that predict the
-    reference's answer tokens (and its end-of-answer)."""
-    agree, kl, n = 0, 0.0, 0
-    for p, a in zip(prompts, answers):
-        seq = p + a
-        lo = len(p) - 1
-        ra = _log_softmax(ref.logits(seq)[lo:])
-        ob = _log_softmax(other.logits(seq)[lo:])
-        agree += int((ra.argmax(-1) == ob.argmax(-1)).sum())
-        kl += float((np.exp(ra) * (ra - ob)).sum())
-        n += ra.shape[0]
-    return {"top1": round(agree / max(1, n), 4), "kl_nats": round(kl / max(1, n), 4), "positions": n}
 
 
 def decide(results: dict[str, dict], policy: Policy) -> tuple[dict[str, dict], str]:
@@ -142,7 +118,7 @@ def run_gate(model_dir: Path, tokenizer_dir: Path, variant_paths: dict[str, str]
     and return the gate record (JSON-ready). ``variant_files`` are the variants' sha256s (record key).
     ``stop`` set: :class:`GateStopped` at the next prompt."""
     from ..engine.tokenizer import Tokenizer
-    from ..export.ort_lm import OrtCausalLM
+    from ..export.ort_lm import OrtCausalLM, agreement
 
     if "fp32" not in variant_paths:
         raise ValueError("the gate compares with fp32: the model has no fp32 variant")
@@ -167,7 +143,9 @@ def run_gate(model_dir: Path, tokenizer_dir: Path, variant_paths: dict[str, str]
             ref_ids = r["ids"]
             r["agreement"] = {"top1": 1.0, "kl_nats": 0.0, "positions": sum(len(a) + 1 for a in ref_ids)}
         else:
-            r["agreement"] = agreement_on_answers(ref, lm, prompts, ref_ids)
+            # positions that predict fp32's answer tokens and its end: from the prompt's last token on
+            r["agreement"] = agreement(ref, lm, [p + a for p, a in zip(prompts, ref_ids)],
+                                       starts=[len(p) - 1 for p in prompts])
         del r["ids"]
         results[name] = r
         echo(f"gate {name:<5} tasks {sum(r['correct']):>2}/{len(tasks)}  agreement {r['agreement']['top1']:.3f}"
@@ -181,8 +159,10 @@ def run_gate(model_dir: Path, tokenizer_dir: Path, variant_paths: dict[str, str]
             "variants": results, "chosen": chosen}
 
 
-def summary(record: dict) -> dict:
-    """The per-variant scores without the answers (for /v1/models, /admin/models, /readyz)."""
+def summary(record: dict | None) -> dict:
+    """The per-variant scores without the answers (for /v1/models, /admin/models, /readyz); {} for none."""
+    if not record:
+        return {}
     return {"cpu_kind": record["cpu"]["kind"], "chosen": record["chosen"], "measured_at": record["measured_at"],
             "policy": record["policy"],
             "variants": {n: {"passed": r["passed"], "task_score": r["task_score"],

@@ -85,6 +85,11 @@ TASKS: tuple[Task, ...] = (
 )
 
 
+def score(answers: list[str], tasks: tuple[Task, ...] = TASKS) -> float:
+    """Share of ``tasks`` whose answer (same order) is correct."""
+    return sum(t.correct(a) for t, a in zip(tasks, answers, strict=True)) / len(tasks)
+
+
 def suite_digest(tasks: tuple[Task, ...] = TASKS) -> str:
     """Identifies the suite's content: a gate result is only reused for the same suite."""
     blob = json.dumps([[t.prompt, list(t.accepted)] for t in tasks])
