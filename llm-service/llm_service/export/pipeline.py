@@ -173,70 +173,21 @@ def step_export_fp32(model_dir: Path, opset: int | None, validate: bool) -> dict
     return {"external_data": ext}
 
 
-def _basic_optimized(src: Path, dst: Path) -> None:
-    """Load with ORT_ENABLE_BASIC and save the optimized graph: constant folding turns the tied
-    lm_head's runtime Transpose(embedding) into a stored weight, so quantization reaches that MatMul
-    (the biggest one: 2x -> 3.8x speed-up on SmolLM2, see issue 4)."""
-    import onnxruntime as ort
+def step_quantize(model_dir: Path, precision: str, block_size: int, accuracy_level: int) -> dict:
+    """One quantized variant (:mod:`.quantize`) from the fp32 export, written to a temp dir first."""
+    from . import quantize
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    so.optimized_model_filepath = str(dst)
-    so.intra_op_num_threads = 1
-    ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
-
-
-def step_int8(model_dir: Path) -> dict:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from .quantize import fast_per_channel
-
-    tmp = _tmp_dir(model_dir, "int8")
-    try:
-        basic = tmp / "basic.onnx"
-        _basic_optimized(model_dir / DIRS["fp32"] / "model.onnx", basic)
-        # reduce_range (7-bit weights) is not optional here: without VNNI (AVX2 only, as on this
-        # machine) MLAS's u8s8 kernel sums pairs of products in int16 and saturates; per-channel
-        # scales put many weights at +-127, and SmolLM2 then agreed with fp32 on 0% of tokens.
-        with fast_per_channel():   # same bytes as onnxruntime's per-channel loop, ~50x faster
-            quantize_dynamic(basic, tmp / "model.onnx", weight_type=QuantType.QInt8, per_channel=True,
-                             reduce_range=True)
-        basic.unlink()
-        for p in tmp.glob("basic.onnx*"):
-            p.unlink()
-        _replace_dir(tmp, model_dir / DIRS["int8"])
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return {"method": "dynamic", "weight_type": "QInt8", "per_channel": True, "reduce_range": True,
-            "pre_optimization": "ORT_ENABLE_BASIC"}
-
-
-def step_nbits(model_dir: Path, precision: str, block_size: int = 32, accuracy_level: int = 4) -> dict:
-    """Weight-only ``MatMulNBits`` (w8: 8-bit, int4: 4-bit), symmetric, one scale per ``block_size``
-    weights. ``accuracy_level`` 4 lets the kernel quantize activations to int8 per block (the fast
-    path; 8-bit weights at level 0 have no fast kernel and ran at ~1/20 the speed). The embedding Gather
-    stays fp32. Needs ``onnx-ir``."""
-    import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
-
-    bits = NBITS[precision]
     tmp = _tmp_dir(model_dir, precision)
     try:
-        basic = tmp / "basic.onnx"
-        _basic_optimized(model_dir / DIRS["fp32"] / "model.onnx", basic)
-        q = MatMulNBitsQuantizer(onnx.load(str(basic)), bits=bits, block_size=block_size, is_symmetric=True,
-                                 accuracy_level=accuracy_level)
-        q.process()
-        q.model.save_model_to_file(str(tmp / "model.onnx"), use_external_data_format=False)
-        for p in tmp.glob("basic.onnx*"):
-            p.unlink()
+        src, dst = model_dir / DIRS["fp32"] / "model.onnx", tmp / "model.onnx"
+        if precision == "int8":
+            info = quantize.dynamic_int8(src, dst)
+        else:
+            info = quantize.weight_only(src, dst, NBITS[precision], block_size, accuracy_level)
         _replace_dir(tmp, model_dir / DIRS[precision])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"method": "matmul_nbits", "weight_type": f"int{bits}", "bits": bits, "block_size": block_size,
-            "accuracy_level": accuracy_level, "pre_optimization": "ORT_ENABLE_BASIC"}
+    return info
 
 
 def step_evaluate(model_dir: Path, precisions: list[str], bench_tokens: int, bench_runs: int) -> dict:
@@ -338,11 +289,11 @@ def run_pipeline(source: str, name: str | None = None, models_dir: str | os.Path
                    lambda: step_export_fp32(model_dir, opset, validate), DIRS["fp32"])
         quant: dict = {}
         for p in precisions:
-            if p == "int8":
-                quant[p] = run("int8", {"up": fp32["files"], "reduce_range": True}, lambda: step_int8(model_dir), DIRS["int8"])
-            elif p in NBITS:
-                quant[p] = run(p, {"up": fp32["files"], "block_size": block_size, "accuracy_level": accuracy_level},
-                               lambda p=p: step_nbits(model_dir, p, block_size, accuracy_level), DIRS[p])
+            if p == "fp32":
+                continue
+            key = {"up": fp32["files"], "reduce_range": True} if p == "int8" else \
+                {"up": fp32["files"], "block_size": block_size, "accuracy_level": accuracy_level}
+            quant[p] = run(p, key, lambda p=p: step_quantize(model_dir, p, block_size, accuracy_level), DIRS[p])
         # Variants built earlier but not asked for this time are dropped from the manifest.
         ev = run("evaluate", {"up": {k: v["files"] for k, v in [("fp32", fp32), *quant.items()]},
                               "tokens": bench_tokens, "runs": bench_runs,
