@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from stack_common.errors import NotFound, ServiceError
+from stack_common.errors import Failed, NotFound, ServiceError
+from stack_common.files import write_json_atomic
 
-from .export.manifest import Manifest, ManifestError, load_manifest, write_json_atomic
+from .export.manifest import Manifest, ManifestError, load_manifest
 from .export.pipeline import ALL_PRECISIONS
 from .quality.cpu import cpu_kind
 from .quality.gate import Policy, record_key, run_gate
@@ -36,8 +37,7 @@ GATES_DIR = "gates"
 Source = Literal["request", "setting", "gate", "device", "ungated"]
 
 
-class ModelFilesError(ServiceError):
-    status_code = 500
+class ModelFilesError(Failed):
     error_type = "model_error"
 
 
@@ -113,7 +113,7 @@ class ModelCatalog:
                           manifest.eos_token_ids, policy=self.policy, intra_op_threads=intra_op_threads, stop=stop)
         path = directory / GATES_DIR / f"{cpu_kind()}.json"
         try:
-            write_json_atomic(path, record)
+            write_json_atomic(path, record, indent=2)
         except OSError as exc:
             log.warning("gate result not cached (models dir not writable); it is measured again at the "
                         "next start", extra={"model": directory.name, "path": str(path), "error": str(exc)})

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from stack_common.auth import install_auth
-from stack_common.errors import install_error_handlers
+from stack_common.http_errors import install_error_handlers
 from stack_common.heap import freeze_startup_objects
 from stack_common.limits import BodySizeLimitMiddleware
 from stack_common.logs import configure_logging

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from stack_common.errors import ServiceError
+from stack_common.errors import ClientClosed, ContextTooLong, Failed, ServiceError, TimedOut
 
 from .core.settings import Settings
 from .engine.base import GenerationEvent, GenerationRequest, SamplingParams
@@ -21,9 +21,12 @@ from .registry import Lease, ModelRegistry
 log = logging.getLogger("llm_service.serving")
 
 
-class GenerationTimeout(ServiceError):
-    status_code = 504
-    error_type = "timeout"
+class GenerationTimeout(TimedOut):
+    """The request ran past LLM_REQUEST_TIMEOUT_S."""
+
+
+class GenerationFailed(Failed):
+    error_type = "generation_error"
 
 
 @dataclass
@@ -93,10 +96,9 @@ class GenerationService:
                 raise ServiceError("prompt is empty after tokenization")
             ctx = lease.model.context_length
             if len(ids) + n > ctx:
-                raise ServiceError(f"prompt has {len(ids)} tokens and max_new_tokens is {n}: {len(ids) + n} "
-                                   f"exceeds the context length of {lease.model.name} ({ctx} tokens)",
-                                   error_type="context_length_exceeded",
-                                   details={"prompt_tokens": len(ids), "max_new_tokens": n, "context_length": ctx})
+                raise ContextTooLong(f"prompt has {len(ids)} tokens and max_new_tokens is {n}: {len(ids) + n} "
+                                    f"exceeds the context length of {lease.model.name} ({ctx} tokens)",
+                                    details={"prompt_tokens": len(ids), "max_new_tokens": n, "context_length": ctx})
             params = SamplingParams(max_new_tokens=n, **sampling)
             prepared = Prepared(lease, GenerationRequest(ids, params, lease.model.eos_token_ids))
             prepared.handle = lease.engine.submit(prepared.request)   # 429 here, before any response starts
@@ -128,7 +130,7 @@ class GenerationService:
                                             "(LLM_REQUEST_TIMEOUT_S) and was cancelled") from None
                 if event.error:
                     prepared.finished = True
-                    raise ServiceError(event.error, status_code=500, error_type="generation_error")
+                    raise GenerationFailed(event.error)
                 if event.finish_reason is not None:
                     prepared.finished = True
                 yield event
@@ -159,7 +161,7 @@ class GenerationService:
             if prepared.handle is not None:
                 prepared.handle.cancelled = True    # the worker drops the row even before run() unwinds
             log.info("client disconnected; generation cancelled", extra={"model": prepared.model})
-            raise ServiceError("client disconnected", status_code=499, error_type="client_closed")
+            raise ClientClosed("client disconnected")
         finally:
             for t in (task, watch):
                 if t is not None and not t.done():

@@ -59,15 +59,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
-__all__ = ["FusedHit", "fuse", "METHODS", "DEFAULT_METHOD", "DEFAULT_ALPHA", "DEFAULT_RRF_K"]
+__all__ = ["FusedHit", "fuse", "Method", "METHODS", "DEFAULT_METHOD", "DEFAULT_ALPHA", "DEFAULT_RRF_K"]
 
-METHODS = ("rrf", "dbsf", "minmax", "zscore")
-# Chosen on SciFact test (BM25 k1=1.2 + MiniLM int8, each retriever's top-100 fused; nDCG@10 / R@100,
-# scripts/dev/eval_fusion.py): zscore a=0.45 0.733 / 0.955 (a=0.4 0.732, a=0.5 0.730, a=0.6 0.726),
-# minmax a=0.5 0.729, dbsf 0.725, rrf k=60 0.712. Paired SE between fusions is ~0.007: alpha 0.4-0.5
-# is one plateau; 0.45 sits in its middle. The service's default alpha (Settings.alpha) follows this.
-DEFAULT_METHOD = "zscore"
+Method = Literal["rrf", "dbsf", "minmax", "zscore"]     # the one list of fusion names (settings, API, here)
+METHODS: tuple[str, ...] = get_args(Method)
+# The defaults were chosen on SciFact test with scripts/dev/eval_fusion.py (each retriever's top-100 fused;
+# nDCG@10 and R@100 per method and alpha in the README's "Fusion" section): zscore leads and alpha
+# 0.4-0.5 is one plateau within the paired standard error; 0.45 sits in its middle. The service's
+# default alpha (Settings.alpha) follows this.
+DEFAULT_METHOD: Method = "zscore"
 DEFAULT_ALPHA = 0.45
 DEFAULT_RRF_K = 60
 

@@ -7,13 +7,13 @@ says what happened, so callers never hang past the configured timeout.
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
+from stack_common import sse
 from stack_common.errors import ServiceError, Unavailable
 
 log = logging.getLogger("search_service.llm_client")
@@ -24,10 +24,14 @@ class LLMUnavailable(Unavailable):
 
 
 class LLMRejected(ServiceError):
-    """llm-service refused the request as invalid (its 4xx), passed on with its status and message."""
+    """llm-service refused the request as invalid (its 4xx): ``upstream_status`` is its status, passed on to
+    the client where it means the same here (the API maps it, see main.py)."""
 
-    status_code = 502
     error_type = "llm_rejected"
+
+    def __init__(self, message: str, *, upstream_status: int = 400, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.upstream_status = upstream_status
 
 
 class LLMClient:
@@ -66,12 +70,14 @@ class LLMClient:
         except Exception:  # noqa: BLE001 - any non-JSON body
             message = r.text[:300]
         if r.status_code in (429, 503) or r.status_code >= 500:
-            headers = {"Retry-After": r.headers["retry-after"]} if "retry-after" in r.headers else None
-            return LLMUnavailable(f"llm-service answered {r.status_code}: {message}", headers=headers)
-        # Its 4xx is about what this request asked for (model, max_tokens, prompt size): pass the status on.
-        status = r.status_code if r.status_code in (400, 404, 409, 413, 422) else 502
-        return LLMRejected(f"llm-service rejected the request ({r.status_code}): {message}", status_code=status,
-                           details=details if isinstance(details, dict) else None)
+            try:
+                retry_after = float(r.headers["retry-after"]) if "retry-after" in r.headers else None
+            except ValueError:
+                retry_after = None
+            return LLMUnavailable(f"llm-service answered {r.status_code}: {message}", retry_after_s=retry_after)
+        # Its 4xx is about what this request asked for (model, max_tokens, prompt size)
+        return LLMRejected(f"llm-service rejected the request ({r.status_code}): {message}",
+                           upstream_status=r.status_code, details=details if isinstance(details, dict) else None)
 
     async def chat(self, messages: list[dict[str, str]], **params: Any) -> dict[str, Any]:
         """One non-streamed chat completion; returns the OpenAI-shaped response body."""
@@ -93,16 +99,11 @@ class LLMClient:
                 if r.status_code != 200:
                     await r.aread()
                     raise self._error_from(r)
-                async for line in r.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        return
-                    chunk = json.loads(data)
+                async for _, chunk in sse.read_events(r.aiter_lines()):
                     if "error" in chunk:
                         raise LLMUnavailable(f"llm-service failed mid-stream: {chunk['error'].get('message', chunk['error'])}")
                     yield chunk
         except httpx.HTTPError as e:
             raise self._fail(e) from e
-        raise LLMUnavailable("llm-service closed the stream before [DONE]")
+        except sse.IncompleteStream:
+            raise LLMUnavailable("llm-service closed the stream before [DONE]") from None

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from stack_common.auth import install_auth
-from stack_common.errors import install_error_handlers
+from stack_common.http_errors import install_error_handlers
 from stack_common.heap import freeze_startup_objects
 from stack_common.limits import BodySizeLimitMiddleware
 from stack_common.logs import configure_logging
@@ -24,7 +24,7 @@ from .api import api_router
 from .cache import SearchCache
 from .core.metrics import Metrics, MetricsMiddleware
 from .core.settings import Settings
-from .llm_client import LLMClient
+from .llm_client import LLMClient, LLMRejected
 from .rag import RagService
 
 log = logging.getLogger("search_service")
@@ -52,6 +52,7 @@ def _build_embedder(s: Settings):
 async def lifespan(app: FastAPI):
     s: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
+    from .collections import CollectionCatalog
     from .ingest import Ingestor
     from .search import KeywordRetriever, SearchService, VectorRetriever
     from .store import make_store
@@ -67,11 +68,12 @@ async def lifespan(app: FastAPI):
         cache = SearchCache(s.redis_url, metrics, ttl_s=s.cache_ttl_s, timeout_s=s.redis_timeout_s,
                             retry_s=s.redis_retry_s, prefix=s.cache_prefix, enabled=s.cache_enabled)
         await cache.ping()
-        ingestor = Ingestor(store, embedder, analyzer, BM25Encoder, s, metrics)
-        retrievers = [VectorRetriever(store, embedder, metrics), KeywordRetriever(store, ingestor, metrics)]
+        catalog = CollectionCatalog(store, embedder, analyzer, BM25Encoder, s)
+        retrievers = [VectorRetriever(store, embedder, metrics), KeywordRetriever(store, catalog, metrics)]
         app.state.store, app.state.embedder, app.state.cache = store, embedder, cache
-        app.state.ingestor = ingestor
-        app.state.searcher = SearchService(store, ingestor, cache, s, metrics, retrievers)
+        app.state.catalog = catalog
+        app.state.ingestor = Ingestor(catalog, s, metrics)
+        app.state.searcher = SearchService(catalog, cache, s, metrics, retrievers)
         llm = LLMClient(s.llm_url, timeout_s=s.llm_timeout_s, connect_timeout_s=s.llm_connect_timeout_s,
                         api_key=s.llm_api_key.get_secret_value() if s.llm_api_key else None)
         app.state.llm = llm
@@ -88,7 +90,7 @@ async def lifespan(app: FastAPI):
     try:
         yield
     finally:
-        app.state.searcher = app.state.ingestor = app.state.rag = None
+        app.state.searcher = app.state.ingestor = app.state.rag = app.state.catalog = None
         if getattr(app.state, "llm", None) is not None:
             await app.state.llm.aclose()
         await _close(store, embedder, cache)
@@ -103,6 +105,12 @@ async def _close(store, embedder, cache) -> None:
     if store is not None:
         await store.close()
 
+
+# llm-service's 4xx about what this request asked for (model, max_tokens, prompt size) means the same
+# here; anything else it refused is a bad gateway.
+SEARCH_ERROR_STATUS = {
+    LLMRejected: lambda exc: exc.upstream_status if exc.upstream_status in (400, 404, 409, 413, 422) else 502,
+}
 
 _ADMIN_PATH = re.compile(r"^/collections/[^/]+(/optimize)?/?$")
 
@@ -124,8 +132,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Hybrid (dense + BM25) search over the Qdrant engine, with a Redis cache.")
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.searcher = app.state.ingestor = app.state.rag = None
-    install_error_handlers(app)
+    app.state.searcher = app.state.ingestor = app.state.rag = app.state.catalog = None
+    install_error_handlers(app, SEARCH_ERROR_STATUS)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)   # outermost: also counts 413s
     install_auth(app, settings, service="search-service", env_prefix="SEARCH_", is_admin=is_admin)

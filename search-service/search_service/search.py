@@ -18,24 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
 import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from stack_common.errors import ServiceError
+from stack_common.errors import InvalidRequest
 
 from . import fusion
 from .cache import SearchCache
+from .collections import CollectionCatalog
 from .core.metrics import Metrics
 from .core.settings import Settings
-from .ingest import Ingestor
 from .store.base import Filter, Hit, SparseVector, VectorStore
 
 Mode = Literal["hybrid", "vector", "keyword"]
 # Candidates carry no payload (reading even the doc_id key of 100 hits costs the engine ~0.5 ms):
-# DocIds maps their point ids to documents, and the returned page's payloads are fetched by id.
+# the catalog's DocIds maps their point ids to documents, and the returned page's payloads are fetched by id.
 CANDIDATE_PAYLOAD = False
 
 
@@ -48,7 +47,7 @@ class SearchQuery:
     limit: int = 10
     offset: int = 0
     score_threshold: float | None = None
-    fusion: str = "zscore"
+    fusion: fusion.Method = fusion.DEFAULT_METHOD
     alpha: float | None = None
     weights: tuple[tuple[str, float], ...] | None = None
     rrf_k: int = 60
@@ -117,13 +116,12 @@ class VectorRetriever:
 class KeywordRetriever:
     name = "keyword"
 
-    def __init__(self, store: VectorStore, ingestor: Ingestor, metrics: Metrics) -> None:
-        self.store, self.ingestor, self.metrics = store, ingestor, metrics
+    def __init__(self, store: VectorStore, catalog: CollectionCatalog, metrics: Metrics) -> None:
+        self.store, self.catalog, self.metrics = store, catalog, metrics
 
     async def retrieve(self, ctx: QueryContext) -> list[Hit]:
         with self.metrics.stage("keyword"):
-            bm = ctx.meta.get("bm25", {})
-            enc = self.ingestor.encoder(bm.get("k1", 1.2), bm.get("b", 0.75))
+            enc = self.catalog.encoder(ctx.meta)
             sparse: SparseVector = enc.encode_query(ctx.text)
             if not sparse.indices:   # only stopwords/punctuation: nothing can match
                 return []
@@ -146,42 +144,6 @@ def _envelope(raw: bytes, cached: bool, t0: float) -> bytes:
     return b'{"cached":%s,"took_ms":%.3f,%s' % (b"true" if cached else b"false", took, raw[1:])
 
 
-class DocIds:
-    """Point id → document id, so candidates can come back without payloads.
-
-    A point id is derived from (collection, document id, chunk number) (see ``ingest.point_id``), so an
-    entry can never go stale: a re-created collection or re-ingested document gets the same id for the
-    same document. Unknown ids are read from the store (``doc_id`` key only) in one call. Each
-    collection's map keeps at most ``max_entries`` (the oldest tenth is dropped past it)."""
-
-    def __init__(self, store: VectorStore, max_entries: int = 200_000) -> None:
-        self.store = store
-        self.max_entries = max(1000, int(max_entries))
-        self._maps: dict[str, dict[str, str]] = {}
-
-    async def lookup(self, collection: str, hit_lists: list[list[Hit]]) -> dict[str, str]:
-        known = self._maps.setdefault(collection, {})
-        missing: list[str] = []
-        for hits in hit_lists:
-            for h in hits:
-                if h.id not in known:
-                    doc_id = h.payload.get("doc_id") if h.payload else None
-                    if doc_id is not None:
-                        known[h.id] = doc_id
-                    else:
-                        missing.append(h.id)
-        if missing:
-            for rec in await self.store.retrieve(collection, list(dict.fromkeys(missing)), with_payload=["doc_id"]):
-                known[rec.id] = rec.payload.get("doc_id", rec.id)
-            if len(known) > self.max_entries:
-                for key in list(itertools.islice(iter(known), len(known) - self.max_entries * 9 // 10)):
-                    del known[key]
-        return known
-
-    def forget(self, collection: str) -> None:
-        self._maps.pop(collection, None)
-
-
 def collapse(hits: list[Hit], doc_of: dict[str, str] | None = None) -> list[tuple[str, float, str]]:
     """Chunk hits (best first) → one entry per document: (doc_id, best chunk's score, its point id).
     The document of a hit comes from ``doc_of`` (point id → doc id), else its payload, else its id."""
@@ -198,11 +160,11 @@ def collapse(hits: list[Hit], doc_of: dict[str, str] | None = None) -> list[tupl
 
 
 class SearchService:
-    def __init__(self, store: VectorStore, ingestor: Ingestor, cache: SearchCache | None, settings: Settings,
+    def __init__(self, catalog: CollectionCatalog, cache: SearchCache | None, settings: Settings,
                  metrics: Metrics, retrievers: list[Retriever], reranker: Reranker | None = None) -> None:
-        self.store = store
-        self.doc_ids = DocIds(store, settings.doc_id_map_size)
-        self.ingestor = ingestor
+        self.catalog = catalog
+        self.store = catalog.store
+        self.doc_ids = catalog.doc_ids
         self.cache = cache
         self.settings = settings
         self.metrics = metrics
@@ -219,7 +181,7 @@ class SearchService:
         The cache holds the serialized ``{"results", "total"}`` body, so a hit is spliced into the
         response without parsing or re-validating it (the hit path's cost is the Redis round trip)."""
         t0 = time.perf_counter()
-        info = await self.ingestor.collection(q.collection)          # 404 / 409 before anything else
+        info = await self.catalog.get(q.collection)          # 404 / 409 before anything else
         key = None
         if self.cache is not None and self.cache.enabled:
             key = self.cache.key(q.collection, str(info.meta.get("version", "")), q.cache_fields())
@@ -279,8 +241,7 @@ class SearchService:
                                     method=q.fusion, weights=dict(q.weights) if q.weights else None,
                                     rrf_k=q.rrf_k, alpha=q.alpha)
             except ValueError as exc:   # unknown retriever in weights, alpha with weights, all weights 0
-                raise ServiceError(f"invalid request: {exc}", status_code=422,
-                                   error_type="validation_error") from None
+                raise InvalidRequest(f"invalid request: {exc}") from None
         out = []
         for f in fused:
             src = f.sources            # fresh per fused hit (fuse builds it), so the candidate can own it

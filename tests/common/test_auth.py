@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from stack_common.auth import AuthSettings, install_auth, key_matches, load_keys
-from stack_common.errors import install_error_handlers
+from stack_common.http_errors import install_error_handlers
 
 
 def make_app(**settings) -> FastAPI:

@@ -3,7 +3,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 
-from stack_common.errors import Unavailable, install_error_handlers
+from stack_common.errors import Unavailable
+from stack_common.http_errors import install_error_handlers
 from stack_common.limits import BodySizeLimitMiddleware
 
 

@@ -15,6 +15,7 @@ from llm_service.engine.batching import AdmissionGate, BatchEngine
 from llm_service.engine.onnx import OnnxRunner
 from llm_service.engine.tokenizer import Tokenizer
 from stack_common.errors import Overloaded
+from stack_common.http_errors import error_headers, http_status
 from tests.llm_service.conftest import TINY_NAME, start_llm
 
 PROMPTS = ["Hello world", "The quick brown fox jumps over the lazy dog because", "a",
@@ -88,7 +89,7 @@ async def test_gate_rejects_when_queue_full(tiny):
     try:
         with pytest.raises(Overloaded) as err:
             engine.submit(GenerationRequest(tok.encode("x"), SamplingParams(max_new_tokens=2)))
-        assert err.value.status_code == 429 and err.value.headers == {"Retry-After": "3"}
+        assert http_status(err.value) == 429 and error_headers(err.value) == {"Retry-After": "3"}
     finally:
         engine.close()
 

@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 from search_service.store import Conflict, FieldCondition, Filter, NotFound, SparseVector, VectorStore
 from stack_common.errors import ServiceError
+from stack_common.http_errors import http_status
 
 from .store_data import DIM, FILTERS, bm25_query, dense, ids, load_docs, load_queries, make_points
 
@@ -63,7 +64,7 @@ class StoreContract:
         for bad in ("", "../etc", "a/b", "x" * 65, "-lead"):
             with pytest.raises(ServiceError, match="invalid collection name") as err:
                 await store.create_collection(bad, DIM, {})
-            assert err.value.status_code == 400
+            assert http_status(err.value) == 400
         with pytest.raises(ServiceError, match="dimension"):
             await store.create_collection(unique_name, 0, {})
         await store.create_collection(unique_name, DIM, {})
@@ -85,7 +86,7 @@ class StoreContract:
                            Filter(must=("metadata.year",))):
             with pytest.raises(ServiceError) as err:
                 await store.count(unique_name, bad_filter)
-            assert err.value.status_code == 400 and "filter" in err.value.message
+            assert http_status(err.value) == 400 and "filter" in err.value.message
 
     async def test_points_crud(self, store: VectorStore, unique_name: str) -> None:
         docs = load_docs(30)

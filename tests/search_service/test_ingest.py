@@ -6,7 +6,8 @@ import uuid
 
 import httpx
 
-from search_service.ingest import chunk_words, point_id
+from search_service.collections import chunk_point_id
+from search_service.ingest import chunk_words
 from search_service.store import make_store
 from tests.search_service.service_fixtures import ingest, service_env, start_service
 
@@ -22,9 +23,9 @@ def test_chunk_words_windows_with_overlap():
 
 
 def test_point_ids_are_deterministic_uuids():
-    a = point_id("col", "doc-1", 0)
-    assert a == point_id("col", "doc-1", 0) and uuid.UUID(a).version == 5
-    assert len({a, point_id("col", "doc-1", 1), point_id("col2", "doc-1", 0), point_id("col", "doc-2", 0)}) == 4
+    a = chunk_point_id("col", "doc-1", 0)
+    assert a == chunk_point_id("col", "doc-1", 0) and uuid.UUID(a).version == 5
+    assert len({a, chunk_point_id("col", "doc-1", 1), chunk_point_id("col2", "doc-1", 0), chunk_point_id("col", "doc-2", 0)}) == 4
 
 
 def test_documents_survive_restart_and_model_mismatch_is_409(tmp_path, redis_url, fixture_corpus):

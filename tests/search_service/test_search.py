@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from stack_common.errors import InvalidRequest
 
-from search_service.filters import FilterError, parse_filter
-from search_service.search import DocIds, KeywordRetriever, Reranker, Retriever, VectorRetriever, collapse
+from search_service.collections import DocIds, chunk_point_id
+from search_service.search import collapse
+from search_service.store.filters import FilterError, parse_filter
 from search_service.store.base import FieldCondition, Filter, Hit
 from tests.search_service.service_fixtures import ingest, service_env, start_service
 
@@ -77,7 +79,6 @@ def test_collapse_takes_documents_from_the_id_map_first():
 async def test_doc_ids_reads_each_unknown_point_once_and_stays_bounded(tmp_path):
     """Candidates come back without payloads; DocIds resolves their documents from the real engine,
     in one retrieve per search for the ids it has not seen, and keeps at most max_entries."""
-    from search_service.ingest import point_id
     from search_service.store.base import Point, SparseVector
     from search_service.store.edge import EdgeStore
 
@@ -91,7 +92,7 @@ async def test_doc_ids_reads_each_unknown_point_once_and_stays_bounded(tmp_path)
     store = CountingStore(tmp_path)
     try:
         await store.create_collection("c", 4, {})
-        pts = [Point(id=point_id("c", f"doc{i // 2}", i % 2), dense=[1.0, float(i), 0.0, 0.5],
+        pts = [Point(id=chunk_point_id("c", f"doc{i // 2}", i % 2), dense=[1.0, float(i), 0.0, 0.5],
                      sparse=SparseVector([i], [1.0]), payload={"doc_id": f"doc{i // 2}", "chunk": i % 2})
                for i in range(3000)]
         await store.upsert("c", pts)
@@ -113,9 +114,27 @@ async def test_doc_ids_reads_each_unknown_point_once_and_stays_bounded(tmp_path)
         await store.close()
 
 
-def test_builtin_parts_follow_the_protocols():
-    assert isinstance(VectorRetriever(None, None, None), Retriever)
-    assert isinstance(KeywordRetriever(None, None, None), Retriever)
+async def test_a_third_retriever_and_a_reranker_plug_into_the_real_search(tmp_path, embedder):
+    """The pluggable parts, exercised: a third retriever is fused by name (weights, explain) without
+    touching the fusion code, and a reranker reorders the fused page — on the real engine, embedder and
+    BM25 encoder."""
+    from search_service.collections import CollectionCatalog
+    from search_service.core.metrics import Metrics
+    from search_service.core.settings import Settings
+    from search_service.ingest import Document, Ingestor
+    from search_service.search import KeywordRetriever, SearchQuery, SearchService, VectorRetriever
+    from search_service.store.edge import EdgeStore
+    from search_service.text import Analyzer, BM25Encoder
+
+    class Pinned:
+        """Always proposes one document (its chunk 0), e.g. an editor's pick."""
+        name = "pinned"
+
+        def __init__(self, doc_id: str) -> None:
+            self.doc_id = doc_id
+
+        async def retrieve(self, ctx):
+            return [Hit(chunk_point_id(ctx.collection, self.doc_id, 0), 1.0, {})]
 
     class Reverse:
         name = "reverse"
@@ -123,4 +142,31 @@ def test_builtin_parts_follow_the_protocols():
         async def rerank(self, ctx, candidates):
             return list(reversed(candidates))
 
-    assert isinstance(Reverse(), Reranker)
+    settings, metrics = Settings(data_dir=tmp_path, cache_enabled=False), Metrics()
+    store = EdgeStore(tmp_path)
+    try:
+        catalog = CollectionCatalog(store, embedder, Analyzer(), BM25Encoder, settings)
+        await catalog.create("c")
+        texts = ["kimchi is fermented cabbage", "the subway of seoul", "insulin and diabetes",
+                 "fermented soybean paste", "hangul, the korean alphabet", "bone density and vitamin d"]
+        await Ingestor(catalog, settings, metrics).upsert("c", [Document(id=f"d{i}", text=t) for i, t in enumerate(texts)])
+        base = [VectorRetriever(store, embedder, metrics), KeywordRetriever(store, catalog, metrics)]
+        q = SearchQuery(query="fermented food", collection="c", limit=6, explain=True)
+        plain = await SearchService(catalog, None, settings, metrics, base).search(q)
+        assert [r["id"] for r in plain["results"]][:2] in (["d0", "d3"], ["d3", "d0"])
+        assert all("pinned" not in r["explain"] for r in plain["results"])
+
+        three = SearchService(catalog, None, settings, metrics, base + [Pinned("d2")])
+        # rrf: a one-item list carries no score spread for the score-based fusions to use
+        weighted = await three.search(SearchQuery(query="fermented food", collection="c", limit=6, explain=True,
+                                                  fusion="rrf", weights=(("pinned", 10.0),)))
+        assert weighted["results"][0]["id"] == "d2"                       # fused by name, weight honoured
+        assert weighted["results"][0]["explain"]["pinned"] == {"rank": 1, "score": 1.0}
+        with pytest.raises(InvalidRequest, match="unknown retrievers"):   # a typo in weights is refused
+            await three.search(SearchQuery(query="fermented food", collection="c", alpha=None,
+                                           weights=(("pinnned", 1.0),)))
+
+        reranked = await SearchService(catalog, None, settings, metrics, base, reranker=Reverse()).search(q)
+        assert [r["id"] for r in reranked["results"]] == [r["id"] for r in plain["results"]][::-1]
+    finally:
+        await store.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from search_service.store import SparseVector, Unavailable, VectorStore, make_store
+from stack_common.http_errors import http_status
 from search_service.store.server import ServerStore
 
 from .store_contract import StoreContract
@@ -43,7 +44,7 @@ async def _assert_unavailable(store: VectorStore, url: str, every_call: bool = T
     for call in calls:
         with pytest.raises(Unavailable, match=f"Qdrant at {url} is unreachable") as err:
             await call
-        assert err.value.status_code == 503
+        assert http_status(err.value) == 503
 
 
 @pytest.mark.timeout(30)

@@ -51,7 +51,7 @@ class AdmissionGate:
                     self.metrics.request_failure.labels("overloaded").inc()
                 raise Overloaded(f"server busy: {self.waiting} requests already wait for a batch slot "
                                  f"(max_queue={self.max_queue}); retry later",
-                                 headers={"Retry-After": str(self.retry_after_s)})
+                                 retry_after_s=self.retry_after_s)
             self.waiting += 1
             self._publish()
 

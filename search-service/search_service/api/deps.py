@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from stack_common.errors import Unavailable
 
+from ..collections import CollectionCatalog
 from ..core.settings import Settings
 from ..ingest import Ingestor
 from ..rag import RagService
@@ -18,8 +19,7 @@ from ..search import SearchService
 def _state(request: Request, name: str):
     obj = getattr(request.app.state, name, None)
     if obj is None:
-        reason = getattr(request.app.state, "not_ready_reason", None) or "starting"
-        raise Unavailable(f"search service not ready: {reason}")
+        raise Unavailable("search service not ready: starting or stopping")
     return obj
 
 
@@ -35,6 +35,10 @@ async def get_ingestor(request: Request) -> Ingestor:
     return _state(request, "ingestor")
 
 
+async def get_catalog(request: Request) -> CollectionCatalog:
+    return _state(request, "catalog")
+
+
 async def get_rag(request: Request) -> RagService:
     return _state(request, "rag")
 
@@ -42,4 +46,5 @@ async def get_rag(request: Request) -> RagService:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SearcherDep = Annotated[SearchService, Depends(get_searcher)]
 IngestorDep = Annotated[Ingestor, Depends(get_ingestor)]
+CatalogDep = Annotated[CollectionCatalog, Depends(get_catalog)]
 RagDep = Annotated[RagService, Depends(get_rag)]

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-FusionName = Literal["rrf", "dbsf", "minmax", "zscore"]
+from ..fusion import Method as FusionName
+from ..store.base import MAX_COLLECTION_NAME
 
 # Hard ceilings of the schema; the configurable (lower) limits are checked with the settings.
 MAX_QUERY_CHARS = 10_000
@@ -17,7 +18,7 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS, description="The search text.")
-    collection: str = Field(..., min_length=1, max_length=63, description="Collection to search.")
+    collection: str = Field(..., min_length=1, max_length=MAX_COLLECTION_NAME, description="Collection to search.")
     limit: int = Field(10, ge=1, le=100, description="Results to return (1-100).")
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Results to skip (paging).")
     score_threshold: float | None = Field(None, ge=0.0, le=1.0,
@@ -75,7 +76,7 @@ class SearchResponse(BaseModel):
 class CreateCollection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., min_length=1, max_length=63, description="Letters, digits, '_' or '-'.")
+    name: str = Field(..., min_length=1, max_length=MAX_COLLECTION_NAME, description="Letters, digits, '_' or '-'.")
     chunk_words: int | None = Field(None, ge=16, le=4096, description="Chunk size in words (default: settings).")
     chunk_overlap: int | None = Field(None, ge=0, le=2048, description="Words shared by consecutive chunks.")
     bm25_k1: float | None = Field(None, gt=0, le=10, description="BM25 k1.")

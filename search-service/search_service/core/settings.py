@@ -7,14 +7,13 @@ description: the README's settings table is generated from this class.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stack_common.auth import AuthSettings
 
-FusionMethod = Literal["rrf", "dbsf", "minmax", "zscore"]
+from ..fusion import DEFAULT_METHOD, Method
 
 
 class Settings(BaseSettings, AuthSettings):
@@ -97,7 +96,7 @@ class Settings(BaseSettings, AuthSettings):
     doc_id_map_size: int = Field(200_000, ge=1000, le=50_000_000,
                                  description="Point ids per collection whose document id the search path keeps "
                                              "in memory (~250 bytes each), so candidates need no payload read.")
-    fusion: FusionMethod = Field("zscore", description="Default fusion method: rrf, dbsf, minmax or zscore.")
+    fusion: Method = Field(DEFAULT_METHOD, description="Default fusion method: rrf, dbsf, minmax or zscore.")
     alpha: float = Field(0.45, ge=0, le=1, description="Default weight of the vector retriever in convex "
                                                        "fusions (minmax, zscore); keyword gets 1 - alpha.")
     rrf_k: int = Field(60, ge=1, description="Default RRF constant k (textbook definition, ranks from 1).")
@@ -116,8 +115,6 @@ class Settings(BaseSettings, AuthSettings):
     llm_connect_timeout_s: float = Field(2.0, gt=0, le=60, description="Timeout of connecting to the llm-service "
                                                                       "(one retry on connect errors).")
     llm_model: str | None = Field(None, description="Model RAG asks the llm-service for; unset = its default model.")
-    rag_passages: int = Field(5, ge=1, le=50, description="Passages retrieved for a RAG answer unless the request "
-                                                         "says otherwise (`limit`).")
     rag_context_tokens: int = Field(1024, ge=64, le=32768, description="Token budget for the packed passages in the "
                                                                       "RAG prompt (estimated at 4 characters a token); "
                                                                       "keep it below the model's context minus max_tokens.")

@@ -11,24 +11,46 @@ Data model
   ``(doc_id, chunk)``. The payload always carries ``doc_id`` and ``chunk`` plus the user's fields.
 * Collection metadata (embedding model id, dimension, BM25 statistics, anything the service needs)
   is stored with the collection and survives restarts.
-* Filters are :class:`Filter` objects (a small, validated subset of Qdrant's filter language) that
-  each implementation translates to its own Qdrant models.
+* Filters are :class:`Filter` objects (a small subset of Qdrant's filter language) that each
+  implementation translates to its own Qdrant models (:mod:`.filters`).
+
+Validation lives here, once: every public method of :class:`VectorStore` checks its arguments, so bad
+input gets the same clear error (:class:`ServiceError`, a 400) from either implementation instead of
+whatever the engine happens to raise, and then calls the implementation's ``_``-prefixed method.
 """
 from __future__ import annotations
 
 import abc
+import json
+import re
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stack_common.errors import Conflict, NotFound, Unavailable  # re-exported for implementations
+from stack_common.errors import Conflict, NotFound, ServiceError, Unavailable  # re-exported for implementations
 
 __all__ = [
     "SparseVector", "Point", "Hit", "CollectionInfo", "FieldCondition", "Filter", "VectorStore",
-    "Conflict", "NotFound", "Unavailable", "DENSE", "SPARSE",
+    "Conflict", "NotFound", "Unavailable", "DENSE", "SPARSE", "COLLECTION_NAME_RULE", "valid_collection_name",
+    "Payload",
 ]
 
 DENSE = "dense"   # name of the dense vector in every collection
 SPARSE = "bm25"   # name of the sparse (BM25) vector in every collection
+UPSERT_BATCH = 512   # points per engine call / request (keeps server requests well under 32 MB)
+
+# Collection names double as directory names in the embedded store: keep them plain. The one rule,
+# used by the store, the service and the request schema.
+MAX_COLLECTION_NAME = 63
+_NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_-]{{0,{MAX_COLLECTION_NAME - 1}}}$")
+COLLECTION_NAME_RULE = (f"1-{MAX_COLLECTION_NAME} letters, digits, '_' or '-', starting with a letter or digit")
+
+Payload = bool | list[str]   # True = the whole payload, False = none, a list of keys = only those
+
+
+def valid_collection_name(name: Any) -> bool:
+    return isinstance(name, str) and _NAME.match(name) is not None
 
 
 @dataclass(frozen=True)
@@ -85,73 +107,232 @@ class Filter:
     must_not: tuple = ()
 
 
-class VectorStore(abc.ABC):
-    """Async interface used by the service. Raise NotFound/Conflict/Unavailable (stack_common.errors)."""
+# -- argument checks (each raises ServiceError saying what is wrong) --------------------------------
 
-    @abc.abstractmethod
+def _name(name: str) -> str:
+    if not valid_collection_name(name):
+        raise ServiceError(f"invalid collection name {name!r}: use {COLLECTION_NAME_RULE}")
+    return name
+
+
+def _dim(dim: int) -> int:
+    if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= 65536:
+        raise ServiceError(f"invalid vector dimension {dim!r}: must be an integer in 1..65536")
+    return dim
+
+
+def canonical_id(value: str) -> str:
+    """The canonical UUID string form of a point id (what the engines return), or a 400."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise ServiceError(f"invalid point id {value!r}: point ids must be UUID strings") from None
+
+
+def _limit(limit: int) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ServiceError(f"invalid limit {limit!r}: must be a positive integer")
+    return limit
+
+
+def _vector(vector: list[float], dim: int, what: str = "query vector") -> list[float]:
+    if len(vector) != dim:
+        raise ServiceError(f"{what} has {len(vector)} dimensions; the collection expects {dim}")
+    return vector
+
+
+def _sparse(vector: SparseVector, what: str = "sparse vector") -> SparseVector:
+    if len(vector.indices) != len(vector.values):
+        raise ServiceError(f"{what} has {len(vector.indices)} indices but {len(vector.values)} values")
+    if len(set(vector.indices)) != len(vector.indices):
+        raise ServiceError(f"{what} has duplicate indices")
+    if any(not 0 <= i < 2**32 for i in vector.indices):
+        raise ServiceError(f"{what} indices must be in 0..2^32-1")
+    return vector
+
+
+def _meta(name: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """A private, JSON-clean copy of collection metadata. Top-level ``None`` values are dropped (Qdrant's
+    metadata update treats ``None`` as "remove this key", so neither store keeps them)."""
+    if not isinstance(meta, dict):
+        raise ServiceError(f"collection {name!r}: metadata must be a JSON object")
+    try:
+        clean = json.loads(json.dumps(meta))
+    except (TypeError, ValueError) as exc:
+        raise ServiceError(f"collection {name!r}: metadata is not JSON-serialisable: {exc}") from None
+    return {k: v for k, v in clean.items() if v is not None}
+
+
+def _payload(with_payload: Payload) -> Payload:
+    if isinstance(with_payload, bool):
+        return with_payload
+    keys = list(with_payload)
+    if not keys or not all(isinstance(k, str) and k for k in keys):
+        raise ServiceError("with_payload takes true, false or a non-empty list of payload keys")
+    return keys
+
+
+def _filter(flt: Filter | None) -> Filter | None:
+    if flt is not None:
+        from .filters import check_filter
+        check_filter(flt)
+    return flt
+
+
+# -- helpers for implementations -------------------------------------------------------------------
+
+def batches(items: list, size: int = UPSERT_BATCH) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def in_order(records: Iterable[Hit], ids: list[str]) -> list[Hit]:
+    """Records in the order of ``ids`` (canonical forms), missing ids skipped, duplicates kept."""
+    by_id = {h.id: h for h in records}
+    return [by_id[i] for i in ids if i in by_id]
+
+
+class VectorStore(abc.ABC):
+    """Async interface used by the service. Raises NotFound/Conflict/Unavailable (stack_common.errors)
+    and ServiceError for malformed arguments.
+
+    Public methods validate and delegate; an implementation overrides the ``_``-prefixed methods and
+    :meth:`_dimension`, and may assume valid arguments (canonical point ids, a checked filter)."""
+
+    # -- collections ------------------------------------------------------------------------------
     async def create_collection(self, name: str, dim: int, meta: dict[str, Any]) -> CollectionInfo:
         """Create; Conflict if it exists."""
+        return await self._create_collection(_name(name), _dim(dim), _meta(name, meta))
 
-    @abc.abstractmethod
     async def delete_collection(self, name: str) -> None:
         """Delete with all its data; NotFound if missing."""
+        await self._delete_collection(_name(name))
 
-    @abc.abstractmethod
-    async def list_collections(self) -> list[CollectionInfo]: ...
+    async def list_collections(self) -> list[CollectionInfo]:
+        return await self._list_collections()
 
-    @abc.abstractmethod
     async def get_collection(self, name: str) -> CollectionInfo:
         """NotFound if missing."""
+        return await self._get_collection(_name(name))
 
-    @abc.abstractmethod
     async def update_meta(self, name: str, meta: dict[str, Any]) -> None:
         """Replace the collection's metadata (durably)."""
+        await self._update_meta(_name(name), _meta(name, meta))
 
-    @abc.abstractmethod
+    async def optimize(self, name: str) -> bool:
+        """Build indexes / merge segments now, e.g. after a bulk load. The embedded engine optimizes only
+        when asked; a Qdrant server does it in the background. True when something changed."""
+        return await self._optimize(_name(name))
+
+    # -- points -----------------------------------------------------------------------------------
     async def upsert(self, name: str, points: list[Point]) -> None:
-        """Insert or replace points. Durable when it returns (survives a SIGKILL)."""
+        """Insert or replace points. Durable when it returns (survives a SIGKILL). Every point is checked
+        before anything is written."""
+        dim = await self._dimension(_name(name))
+        for p in points:
+            canonical_id(p.id)
+            _vector(p.dense, dim, f"point {p.id}: dense vector")
+            _sparse(p.sparse, f"point {p.id}: sparse vector")
+        if points:
+            await self._upsert(name, points)
 
-    @abc.abstractmethod
     async def delete_by_doc_ids(self, name: str, doc_ids: list[str]) -> None:
         """Delete every point (chunk) whose payload ``doc_id`` is in ``doc_ids``."""
+        await self._dimension(_name(name))           # NotFound when missing, even with nothing to delete
+        if doc_ids:
+            await self._delete_by_doc_ids(name, [str(d) for d in doc_ids])
 
-    @abc.abstractmethod
-    async def count(self, name: str, filter: Filter | None = None) -> int: ...
+    async def count(self, name: str, filter: Filter | None = None) -> int:
+        return await self._count(_name(name), _filter(filter))
 
-    # ``with_payload`` (added after the first draft; default keeps the old behaviour): True = the whole
-    # payload, False = none (``Hit.payload == {}``), a list of keys = only those (e.g. ["doc_id", "chunk"]).
-    # Copying whole payloads dominates the engine's time at limit 100 (see scripts/bench_store.py): fetch
-    # candidates with a few keys, then ``retrieve`` the page you return.
+    async def retrieve(self, name: str, ids: list[str], *, with_payload: Payload = True) -> list[Hit]:
+        """Points by id (score 0), in the order given, missing ids skipped; ``with_payload`` as in the
+        searches."""
+        _name(name)
+        selector = _payload(with_payload)
+        ids = [canonical_id(i) for i in ids]
+        if not ids:
+            await self._dimension(name)
+            return []
+        return in_order(await self._retrieve(name, list(dict.fromkeys(ids)), selector), ids)
 
-    @abc.abstractmethod
+    # -- search -----------------------------------------------------------------------------------
+    # ``with_payload``: True = the whole payload, False = none (``Hit.payload == {}``), a list of keys =
+    # only those. Copying whole payloads dominates the engine's time at large limits (see
+    # scripts/bench_store.py): fetch candidates with few keys, then ``retrieve`` the page you return.
+
     async def search_dense(self, name: str, vector: list[float], limit: int,
-                           filter: Filter | None = None, *, with_payload: bool | list[str] = True) -> list[Hit]:
+                           filter: Filter | None = None, *, with_payload: Payload = True) -> list[Hit]:
         """Top ``limit`` points by cosine similarity, best first."""
+        _name(name), _limit(limit), _filter(filter)
+        _vector(vector, await self._dimension(name))
+        return await self._search_dense(name, vector, limit, filter, _payload(with_payload))
 
-    @abc.abstractmethod
     async def search_sparse(self, name: str, vector: SparseVector, limit: int,
-                            filter: Filter | None = None, *, with_payload: bool | list[str] = True) -> list[Hit]:
+                            filter: Filter | None = None, *, with_payload: Payload = True) -> list[Hit]:
         """Top ``limit`` points by BM25 (sparse dot product with engine IDF), best first."""
+        _name(name), _limit(limit), _sparse(vector), _filter(filter)
+        await self._dimension(name)
+        return await self._search_sparse(name, vector, limit, filter, _payload(with_payload))
 
     async def search_both(self, name: str, dense: list[float], sparse: SparseVector, limit: int,
                           filter: Filter | None = None, *,
-                          with_payload: bool | list[str] = True) -> tuple[list[Hit], list[Hit]]:
+                          with_payload: Payload = True) -> tuple[list[Hit], list[Hit]]:
         """Dense and sparse top-``limit`` in one go (implementations may batch them)."""
-        return (await self.search_dense(name, dense, limit, filter, with_payload=with_payload),
-                await self.search_sparse(name, sparse, limit, filter, with_payload=with_payload))
+        _name(name), _limit(limit), _sparse(sparse), _filter(filter)
+        _vector(dense, await self._dimension(name))
+        return await self._search_both(name, dense, sparse, limit, filter, _payload(with_payload))
 
-    async def optimize(self, name: str) -> bool:
-        """Build indexes / merge segments now, e.g. after a bulk load (added; default: nothing to do).
+    # -- implementation -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def _dimension(self, name: str) -> int:
+        """The collection's vector dimension; NotFound if it does not exist (called on every point or
+        search operation: keep it cheap)."""
 
-        The embedded engine optimizes only when asked; a Qdrant server does it in the background.
-        Returns True when something changed.
-        """
+    @abc.abstractmethod
+    async def _create_collection(self, name: str, dim: int, meta: dict[str, Any]) -> CollectionInfo: ...
+
+    @abc.abstractmethod
+    async def _delete_collection(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    async def _list_collections(self) -> list[CollectionInfo]: ...
+
+    @abc.abstractmethod
+    async def _get_collection(self, name: str) -> CollectionInfo: ...
+
+    @abc.abstractmethod
+    async def _update_meta(self, name: str, meta: dict[str, Any]) -> None: ...
+
+    async def _optimize(self, name: str) -> bool:
+        await self._dimension(name)
         return False
 
     @abc.abstractmethod
-    async def retrieve(self, name: str, ids: list[str], *, with_payload: bool | list[str] = True) -> list[Hit]:
-        """Points by id (score 0), in the order given, missing ids skipped; ``with_payload`` as in the
-        searches (True, False or a list of keys)."""
+    async def _upsert(self, name: str, points: list[Point]) -> None: ...
+
+    @abc.abstractmethod
+    async def _delete_by_doc_ids(self, name: str, doc_ids: list[str]) -> None: ...
+
+    @abc.abstractmethod
+    async def _count(self, name: str, filter: Filter | None) -> int: ...
+
+    @abc.abstractmethod
+    async def _retrieve(self, name: str, ids: list[str], with_payload: Payload) -> list[Hit]:
+        """Records for distinct canonical ids, any order (the caller orders them)."""
+
+    @abc.abstractmethod
+    async def _search_dense(self, name: str, vector: list[float], limit: int, filter: Filter | None,
+                            with_payload: Payload) -> list[Hit]: ...
+
+    @abc.abstractmethod
+    async def _search_sparse(self, name: str, vector: SparseVector, limit: int, filter: Filter | None,
+                             with_payload: Payload) -> list[Hit]: ...
+
+    async def _search_both(self, name: str, dense: list[float], sparse: SparseVector, limit: int,
+                           filter: Filter | None, with_payload: Payload) -> tuple[list[Hit], list[Hit]]:
+        return (await self._search_dense(name, dense, limit, filter, with_payload),
+                await self._search_sparse(name, sparse, limit, filter, with_payload))
 
     @abc.abstractmethod
     async def ready(self) -> bool:

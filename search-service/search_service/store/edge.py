@@ -17,24 +17,21 @@ lock. Queries take ~0.1-0.5 ms, so they run inline on the event loop, except whi
 collection is in flight: a query then waits for the writer inside the engine (measured up to ~150 ms
 behind a 5k-point upsert), so it goes to a thread instead of stalling the loop.
 
-Settings, from ``scripts/bench_store.py`` and probes on 5k and 30k points (2 shared cores):
+Settings (the figures behind them: ``scripts/bench_store.py`` and the README's "Vector store" section):
 
-* Payload ``Memory.Cold`` (the engine default; on disk, read through the page cache): no measurable
-  difference from ``Cached`` (0.34 ms either way to read 100 payloads), and no resident copy of the texts.
-  Dense vectors ``Pinned`` (in RAM; 384 floats = 1.5 KB a chunk): at 5.3k x 384 a limit-100 dense query
-  took 0.92 ms against 1.42 ms with ``Cached``, sparse 0.26 vs 0.45 ms (session 2: a one-off probe
-  upserting 5.3k random unit vectors into stores built with each ``Memory`` and timing 200 queries;
-  not kept as a script). Reading even one payload key of 100 hits adds ~0.5 ms, so candidates carry none (the search
-  layer maps point ids to documents itself). ``max_search_threads=1``: a collection this size is one segment,
-  and the service gets its parallelism from concurrent requests, not from splitting one query.
-* ``optimize()`` is not run after upserts: at SciFact size (5,183 x 384) the data stays in one segment
-  below the indexing threshold and optimize() is a no-op; at 30k x 384 it builds HNSW (dense ~2x faster)
-  but took ~60 s on this machine. Call :meth:`optimize` after a bulk load of a large collection.
-  After deletes it *is* run (cheap unless there is something to vacuum; see VACUUM_DELETED_FRACTION).
-* Search costs at 5,183 x 384 (engine alone / through this class, limit 100, no payload): dense
-  0.35 / 0.7 ms, sparse 0.08 / 0.35 ms, both (one query_batch) 0.45 / 1.0 ms. Python-side conversion of
-  hits (~3 us each, mostly the binding building ``uuid.UUID`` ids) and payload reads are most of it:
-  ask for few payload keys (or none) for candidates and ``retrieve`` the page you return.
+* Payload ``Memory.Cold`` (the engine default: on disk, read through the page cache): reading a page of
+  payloads is as fast as with ``Cached`` and no resident copy of the texts is kept. Dense vectors
+  ``Pinned`` (in RAM): dense and sparse queries are faster than with ``Cached``. Reading even one payload
+  key per hit is a large part of a query's cost, so candidates carry none (the search layer maps point
+  ids to documents itself). ``max_search_threads=1``: a collection of this size is one segment, and the
+  service gets its parallelism from concurrent requests, not from splitting one query.
+* ``optimize()`` is not run after upserts: below the engine's indexing threshold the data stays in one
+  segment and optimize() is a no-op; above it, optimize() builds HNSW (faster dense search) but takes
+  long, so it is an explicit call (:meth:`optimize`, ``POST /collections/{name}/optimize``) after a bulk
+  load. After deletes it *is* run (cheap unless there is something to vacuum; see VACUUM_DELETED_FRACTION).
+* Python-side conversion of hits (the binding builds ``uuid.UUID`` ids) and payload reads are most of a
+  query's cost through this class: ask for few payload keys (or none) for candidates and ``retrieve``
+  the page you return.
 """
 from __future__ import annotations
 
@@ -53,9 +50,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import qdrant_edge as qe
-from . import _shared as sh
-from .base import (DENSE, SPARSE, CollectionInfo, Conflict, Filter, Hit, NotFound, Point, SparseVector,
-                   Unavailable, VectorStore)
+
+from stack_common import files as stack_files
+
+from .base import (DENSE, SPARSE, CollectionInfo, Conflict, Filter, Hit, NotFound, Payload, Point, SparseVector,
+                   Unavailable, VectorStore, batches)
 from .filters import doc_ids_filter, to_edge
 
 log = logging.getLogger("search_service.store.edge")
@@ -72,14 +71,7 @@ SHARD_DIR = "shard"
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON so a reader (or a crash) sees the old file or the new one, never a torn one."""
-    data = json.dumps(obj, ensure_ascii=False, sort_keys=True).encode()
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    stack_files.write_json_atomic(path, obj, sort_keys=True, ensure_ascii=False)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -94,7 +86,7 @@ _ID_STRS: dict[uuid.UUID, str] = {}
 
 
 def _id_str(point_id: uuid.UUID) -> str:
-    """``str(UUID)`` costs ~2.5 us, a third of a hit's conversion at limit 100; hot ids repeat, so cache them."""
+    """``str(UUID)`` is a large part of converting a hit; hot ids repeat, so cache them."""
     text = _ID_STRS.get(point_id)
     if text is None:
         if len(_ID_STRS) >= 200_000:
@@ -174,7 +166,7 @@ class EdgeStore(VectorStore):
     def _get(self, name: str) -> _Collection:
         if self._closed:
             raise Unavailable("the embedded vector store is closed")
-        coll = self._collections.get(sh.check_name(name))
+        coll = self._collections.get(name)
         if coll is None:
             raise NotFound(f"collection {name!r} does not exist")
         return coll
@@ -205,10 +197,10 @@ class EdgeStore(VectorStore):
 
     # -- collections --------------------------------------------------------------------------------
 
-    async def create_collection(self, name: str, dim: int, meta: dict[str, Any]) -> CollectionInfo:
-        sh.check_name(name)
-        sh.check_dim(dim)
-        meta = sh.json_meta(name, meta)
+    async def _dimension(self, name: str) -> int:
+        return self._get(name).dim
+
+    async def _create_collection(self, name: str, dim: int, meta: dict[str, Any]) -> CollectionInfo:
         if self._closed:
             raise Unavailable("the embedded vector store is closed")
 
@@ -236,7 +228,7 @@ class EdgeStore(VectorStore):
         coll = await asyncio.to_thread(create)
         return self._info(coll)
 
-    async def delete_collection(self, name: str) -> None:
+    async def _delete_collection(self, name: str) -> None:
         coll = self._get(name)
 
         def drop() -> None:
@@ -252,10 +244,10 @@ class EdgeStore(VectorStore):
 
         await self._write(coll, drop)
 
-    async def list_collections(self) -> list[CollectionInfo]:
+    async def _list_collections(self) -> list[CollectionInfo]:
         return [await self._read(c, lambda c=c: self._info(c)) for c in list(self._collections.values())]
 
-    async def get_collection(self, name: str) -> CollectionInfo:
+    async def _get_collection(self, name: str) -> CollectionInfo:
         """Cached until the collection's next write (an exact count and a copy of the metadata cost
         ~0.5 ms, on every search). The returned object is shared: treat it as read-only."""
         coll = self._get(name)
@@ -267,9 +259,8 @@ class EdgeStore(VectorStore):
                 coll.info = info
         return info
 
-    async def update_meta(self, name: str, meta: dict[str, Any]) -> None:
+    async def _update_meta(self, name: str, meta: dict[str, Any]) -> None:
         coll = self._get(name)
-        meta = sh.json_meta(name, meta)
 
         def save() -> None:
             write_json_atomic(coll.path / META_FILE, {"name": coll.name, "dim": coll.dim, "meta": meta})
@@ -279,38 +270,35 @@ class EdgeStore(VectorStore):
 
     # -- points -------------------------------------------------------------------------------------
 
-    async def upsert(self, name: str, points: list[Point]) -> None:
+    async def _upsert(self, name: str, points: list[Point]) -> None:
         """Applied in batches of ``UPSERT_BATCH`` points, one WAL record each (each point all-or-nothing)."""
         coll = self._get(name)
-        sh.check_points(points, coll.dim)
 
         def apply() -> None:
-            for batch in sh.batches(points):
+            for batch in batches(points):
                 coll.shard.update(qe.UpdateOperation.upsert_points([
                     qe.Point(p.id, {DENSE: p.dense, SPARSE: qe.SparseVector(p.sparse.indices, p.sparse.values)},
                              p.payload)
                     for p in batch]))
 
-        if points:
-            await self._write(coll, apply)
+        await self._write(coll, apply)
 
-    async def delete_by_doc_ids(self, name: str, doc_ids: list[str]) -> None:
+    async def _delete_by_doc_ids(self, name: str, doc_ids: list[str]) -> None:
         coll = self._get(name)
-        if doc_ids:
-            flt = to_edge(doc_ids_filter(doc_ids))
+        flt = to_edge(doc_ids_filter(doc_ids))
 
-            def delete() -> None:
-                coll.shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
-                coll.shard.optimize()       # vacuum past VACUUM_DELETED_FRACTION (keeps BM25 IDF honest)
+        def delete() -> None:
+            coll.shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
+            coll.shard.optimize()       # vacuum past VACUUM_DELETED_FRACTION (keeps BM25 IDF honest)
 
-            await self._write(coll, delete)
+        await self._write(coll, delete)
 
-    async def count(self, name: str, filter: Filter | None = None) -> int:
+    async def _count(self, name: str, filter: Filter | None) -> int:
         coll = self._get(name)
         request = qe.CountRequest(exact=True, filter=to_edge(filter))
         return await self._read(coll, lambda: coll.shard.count(request))
 
-    async def optimize(self, name: str) -> bool:
+    async def _optimize(self, name: str) -> bool:
         """Merge segments / build indexes now (blocking a thread). See the module notes on when to call it."""
         coll = self._get(name)
         return await self._write(coll, coll.shard.optimize)
@@ -319,55 +307,49 @@ class EdgeStore(VectorStore):
 
     @staticmethod
     def _query(vector: list[float] | qe.SparseVector, using: str, limit: int, filter: qe.Filter | None,
-               with_payload: bool | list[str]) -> qe.QueryRequest:
-        return qe.QueryRequest(limit=sh.check_limit(limit), query=qe.Query.Nearest(vector, using=using),
-                               filter=filter, with_payload=sh.payload_selector(with_payload), with_vector=False)
+               with_payload: Payload) -> qe.QueryRequest:
+        return qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vector, using=using),
+                               filter=filter, with_payload=with_payload, with_vector=False)
 
-    def _dense(self, coll: _Collection, vector: list[float], limit: int, flt: qe.Filter | None,
-               with_payload: bool | list[str]) -> qe.QueryRequest:
-        return self._query(sh.check_vector(vector, coll.dim), DENSE, limit, flt, with_payload)
+    def _dense(self, vector: list[float], limit: int, flt: qe.Filter | None,
+               with_payload: Payload) -> qe.QueryRequest:
+        return self._query(vector, DENSE, limit, flt, with_payload)
 
     def _sparse(self, vector: SparseVector, limit: int, flt: qe.Filter | None,
-                with_payload: bool | list[str]) -> qe.QueryRequest:
-        sh.check_sparse(vector)
+                with_payload: Payload) -> qe.QueryRequest:
         return self._query(qe.SparseVector(vector.indices, vector.values), SPARSE, limit, flt, with_payload)
 
     @staticmethod
     def _hits(points: list[qe.ScoredPoint]) -> list[Hit]:
-        # Hit(...) directly, not sh.hit: ids are already str and the binding's payload dicts are fresh
+        # the binding's payload dicts are fresh: no copy needed
         return [Hit(_id_str(p.id), float(p.score), p.payload or {}) for p in points]
 
-    async def search_dense(self, name: str, vector: list[float], limit: int,
-                           filter: Filter | None = None, *, with_payload: bool | list[str] = True) -> list[Hit]:
+    async def _search_dense(self, name: str, vector: list[float], limit: int, filter: Filter | None,
+                            with_payload: Payload) -> list[Hit]:
         coll = self._get(name)
-        request = self._dense(coll, vector, limit, to_edge(filter), with_payload)
+        request = self._dense(vector, limit, to_edge(filter), with_payload)
         return self._hits(await self._read(coll, lambda: coll.shard.query(request)))
 
-    async def search_sparse(self, name: str, vector: SparseVector, limit: int,
-                            filter: Filter | None = None, *, with_payload: bool | list[str] = True) -> list[Hit]:
+    async def _search_sparse(self, name: str, vector: SparseVector, limit: int, filter: Filter | None,
+                             with_payload: Payload) -> list[Hit]:
         coll = self._get(name)
         request = self._sparse(vector, limit, to_edge(filter), with_payload)
         return self._hits(await self._read(coll, lambda: coll.shard.query(request)))
 
-    async def search_both(self, name: str, dense: list[float], sparse: SparseVector, limit: int,
-                          filter: Filter | None = None, *,
-                          with_payload: bool | list[str] = True) -> tuple[list[Hit], list[Hit]]:
+    async def _search_both(self, name: str, dense: list[float], sparse: SparseVector, limit: int,
+                           filter: Filter | None, with_payload: Payload) -> tuple[list[Hit], list[Hit]]:
         """Both searches as one planned ``query_batch`` (one pass over the segments)."""
         coll = self._get(name)
         flt = to_edge(filter)
-        batch = qe.QueryBatchRequest([self._dense(coll, dense, limit, flt, with_payload),
+        batch = qe.QueryBatchRequest([self._dense(dense, limit, flt, with_payload),
                                       self._sparse(sparse, limit, flt, with_payload)])
         d, s = await self._read(coll, lambda: coll.shard.query_batch(batch))
         return self._hits(d), self._hits(s)
 
-    async def retrieve(self, name: str, ids: list[str], *, with_payload: bool | list[str] = True) -> list[Hit]:
+    async def _retrieve(self, name: str, ids: list[str], with_payload: Payload) -> list[Hit]:
         coll = self._get(name)
-        ids = [sh.point_id(i) for i in ids]
-        if not ids:
-            return []
-        selector = sh.payload_selector(with_payload)
-        records = await self._read(coll, lambda: coll.shard.retrieve(list(dict.fromkeys(ids)), selector, False))
-        return sh.in_order((sh.hit(_id_str(r.id), 0.0, r.payload) for r in records), ids)
+        records = await self._read(coll, lambda: coll.shard.retrieve(ids, with_payload, False))
+        return [Hit(_id_str(r.id), 0.0, dict(r.payload or {})) for r in records]
 
     # -- lifecycle ----------------------------------------------------------------------------------
 

@@ -23,9 +23,8 @@ from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 from stack_common.errors import ServiceError
 
-from . import _shared as sh
-from .base import (DENSE, SPARSE, CollectionInfo, Conflict, Filter, Hit, NotFound, Point, SparseVector,
-                   Unavailable, VectorStore)
+from .base import (DENSE, SPARSE, CollectionInfo, Conflict, Filter, Hit, NotFound, Payload, Point, SparseVector,
+                   Unavailable, VectorStore, batches)
 from .filters import doc_ids_filter, to_client
 
 log = logging.getLogger("search_service.store.server")
@@ -104,15 +103,12 @@ class ServerStore(VectorStore):
             raise NotFound(f"collection {name!r} is not a search collection (no '{DENSE}'/'{SPARSE}' vectors)")
         return info
 
-    async def _dim(self, name: str) -> int:
+    async def _dimension(self, name: str) -> int:
         if name not in self._dims:
             await self._info(name)
         return self._dims[name]
 
-    async def create_collection(self, name: str, dim: int, meta: dict[str, Any]) -> CollectionInfo:
-        sh.check_name(name)
-        sh.check_dim(dim)
-        meta = sh.json_meta(name, meta)
+    async def _create_collection(self, name: str, dim: int, meta: dict[str, Any]) -> CollectionInfo:
         if await self._call(name, self._client.collection_exists(name)):
             raise Conflict(f"collection {name!r} already exists")
         await self._call(name, self._client.create_collection(
@@ -122,12 +118,12 @@ class ServerStore(VectorStore):
             metadata=meta))
         return await self._info(name)
 
-    async def delete_collection(self, name: str) -> None:
-        await self._info(sh.check_name(name))          # NotFound when missing (delete itself is idempotent)
+    async def _delete_collection(self, name: str) -> None:
+        await self._info(name)          # NotFound when missing (delete itself is idempotent)
         await self._call(name, self._client.delete_collection(name))
         self._dims.pop(name, None)
 
-    async def list_collections(self) -> list[CollectionInfo]:
+    async def _list_collections(self) -> list[CollectionInfo]:
         names = [c.name for c in (await self._call(None, self._client.get_collections())).collections]
         out = []
         for name in sorted(names):
@@ -139,91 +135,75 @@ class ServerStore(VectorStore):
                 out.append(info)
         return out
 
-    async def get_collection(self, name: str) -> CollectionInfo:
-        return await self._info(sh.check_name(name))
+    async def _get_collection(self, name: str) -> CollectionInfo:
+        return await self._info(name)
 
-    async def update_meta(self, name: str, meta: dict[str, Any]) -> None:
-        meta = sh.json_meta(name, meta)
-        old = (await self._info(sh.check_name(name))).meta
+    async def _update_meta(self, name: str, meta: dict[str, Any]) -> None:
+        old = (await self._info(name)).meta
         patch = {**{k: None for k in old if k not in meta}, **meta}   # Qdrant merges: None drops a key
         await self._call(name, self._client.update_collection(name, metadata=patch))
 
     # -- points -------------------------------------------------------------------------------------
 
-    async def upsert(self, name: str, points: list[Point]) -> None:
+    async def _upsert(self, name: str, points: list[Point]) -> None:
         """Sent in requests of ``UPSERT_BATCH`` points, each acknowledged (``wait=True``) before the next."""
-        sh.check_points(points, await self._dim(sh.check_name(name)))
-        for batch in sh.batches(points):
-            structs = [qm.PointStruct(id=sh.point_id(p.id), payload=p.payload, vector={
+        for batch in batches(points):
+            structs = [qm.PointStruct(id=p.id, payload=p.payload, vector={
                 DENSE: p.dense, SPARSE: qm.SparseVector(indices=p.sparse.indices, values=p.sparse.values)})
                 for p in batch]
             await self._call(name, self._client.upsert(name, points=structs, wait=True))
 
-    async def delete_by_doc_ids(self, name: str, doc_ids: list[str]) -> None:
-        await self._dim(sh.check_name(name))
-        if doc_ids:
-            selector = qm.FilterSelector(filter=to_client(doc_ids_filter(doc_ids)))
-            await self._call(name, self._client.delete(name, points_selector=selector, wait=True))
+    async def _delete_by_doc_ids(self, name: str, doc_ids: list[str]) -> None:
+        selector = qm.FilterSelector(filter=to_client(doc_ids_filter(doc_ids)))
+        await self._call(name, self._client.delete(name, points_selector=selector, wait=True))
 
-    async def count(self, name: str, filter: Filter | None = None) -> int:
+    async def _count(self, name: str, filter: Filter | None) -> int:
         flt = to_client(filter)
-        result = await self._call(name, self._client.count(sh.check_name(name), count_filter=flt, exact=True))
+        result = await self._call(name, self._client.count(name, count_filter=flt, exact=True))
         return result.count
 
     # -- search -------------------------------------------------------------------------------------
 
-    async def _dense(self, name: str, vector: list[float], limit: int, flt: qm.Filter | None,
-                     with_payload: bool | list[str]) -> qm.QueryRequest:
-        sh.check_vector(vector, await self._dim(name))
-        return qm.QueryRequest(query=vector, using=DENSE, limit=sh.check_limit(limit), filter=flt,
-                               with_payload=sh.payload_selector(with_payload))
+    @staticmethod
+    def _dense(vector: list[float], limit: int, flt: qm.Filter | None, with_payload: Payload) -> qm.QueryRequest:
+        return qm.QueryRequest(query=vector, using=DENSE, limit=limit, filter=flt, with_payload=with_payload)
 
     @staticmethod
-    def _sparse(vector: SparseVector, limit: int, flt: qm.Filter | None,
-                with_payload: bool | list[str]) -> qm.QueryRequest:
-        sh.check_sparse(vector)
+    def _sparse(vector: SparseVector, limit: int, flt: qm.Filter | None, with_payload: Payload) -> qm.QueryRequest:
         return qm.QueryRequest(query=qm.SparseVector(indices=vector.indices, values=vector.values), using=SPARSE,
-                               limit=sh.check_limit(limit), filter=flt, with_payload=sh.payload_selector(with_payload))
+                               limit=limit, filter=flt, with_payload=with_payload)
+
+    @staticmethod
+    def _hit(id_: Any, score: float, payload: dict[str, Any] | None) -> Hit:
+        return Hit(id=str(id_), score=float(score), payload=dict(payload or {}))
 
     async def _query(self, name: str, request: qm.QueryRequest) -> list[Hit]:
         response = await self._call(name, self._client.query_points(
             name, query=request.query, using=request.using, limit=request.limit, query_filter=request.filter,
             with_payload=request.with_payload, with_vectors=False))
-        return [sh.hit(p.id, p.score, p.payload) for p in response.points]
+        return [self._hit(p.id, p.score, p.payload) for p in response.points]
 
-    async def search_dense(self, name: str, vector: list[float], limit: int,
-                           filter: Filter | None = None, *, with_payload: bool | list[str] = True) -> list[Hit]:
-        sh.check_name(name)
-        return await self._query(name, await self._dense(name, vector, limit, to_client(filter), with_payload))
+    async def _search_dense(self, name: str, vector: list[float], limit: int, filter: Filter | None,
+                            with_payload: Payload) -> list[Hit]:
+        return await self._query(name, self._dense(vector, limit, to_client(filter), with_payload))
 
-    async def search_sparse(self, name: str, vector: SparseVector, limit: int,
-                            filter: Filter | None = None, *, with_payload: bool | list[str] = True) -> list[Hit]:
-        sh.check_name(name)
-        await self._dim(name)
+    async def _search_sparse(self, name: str, vector: SparseVector, limit: int, filter: Filter | None,
+                             with_payload: Payload) -> list[Hit]:
         return await self._query(name, self._sparse(vector, limit, to_client(filter), with_payload))
 
-    async def search_both(self, name: str, dense: list[float], sparse: SparseVector, limit: int,
-                          filter: Filter | None = None, *,
-                          with_payload: bool | list[str] = True) -> tuple[list[Hit], list[Hit]]:
+    async def _search_both(self, name: str, dense: list[float], sparse: SparseVector, limit: int,
+                           filter: Filter | None, with_payload: Payload) -> tuple[list[Hit], list[Hit]]:
         """One ``query_batch_points`` request for both searches (one round trip)."""
-        sh.check_name(name)
         flt = to_client(filter)
-        requests = [await self._dense(name, dense, limit, flt, with_payload),
-                    self._sparse(sparse, limit, flt, with_payload)]
+        requests = [self._dense(dense, limit, flt, with_payload), self._sparse(sparse, limit, flt, with_payload)]
         d, s = await self._call(name, self._client.query_batch_points(name, requests=requests))
-        return ([sh.hit(p.id, p.score, p.payload) for p in d.points],
-                [sh.hit(p.id, p.score, p.payload) for p in s.points])
+        return ([self._hit(p.id, p.score, p.payload) for p in d.points],
+                [self._hit(p.id, p.score, p.payload) for p in s.points])
 
-    async def retrieve(self, name: str, ids: list[str], *, with_payload: bool | list[str] = True) -> list[Hit]:
-        sh.check_name(name)
-        with_payload = sh.payload_selector(with_payload)
-        ids = [sh.point_id(i) for i in ids]
-        if not ids:
-            await self._dim(name)
-            return []
-        records = await self._call(name, self._client.retrieve(name, ids=list(dict.fromkeys(ids)),
-                                                               with_payload=with_payload, with_vectors=False))
-        return sh.in_order((sh.hit(r.id, 0.0, r.payload) for r in records), ids)
+    async def _retrieve(self, name: str, ids: list[str], with_payload: Payload) -> list[Hit]:
+        records = await self._call(name, self._client.retrieve(name, ids=ids, with_payload=with_payload,
+                                                               with_vectors=False))
+        return [self._hit(r.id, 0.0, r.payload) for r in records]
 
     # -- lifecycle ----------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from ...ingest import Document
-from ..deps import IngestorDep, SearcherDep
+from ..deps import CatalogDep, IngestorDep
 from ..schemas import (CollectionDetail, CollectionList, CreateCollection, DeleteDocuments, DeleteResponse,
                        DocumentOut, OptimizeResponse, UpsertDocuments, UpsertResponse)
 
@@ -12,33 +12,31 @@ router = APIRouter(prefix="/collections", tags=["collections"])
 
 
 @router.post("", response_model=CollectionDetail, status_code=201)
-async def create_collection(body: CreateCollection, ingestor: IngestorDep) -> dict:
-    return await ingestor.create_collection(body.name, chunk_words=body.chunk_words,
-                                            chunk_overlap=body.chunk_overlap, bm25_k1=body.bm25_k1,
-                                            bm25_b=body.bm25_b)
+async def create_collection(body: CreateCollection, catalog: CatalogDep) -> dict:
+    return await catalog.create(body.name, chunk_words=body.chunk_words, chunk_overlap=body.chunk_overlap,
+                                bm25_k1=body.bm25_k1, bm25_b=body.bm25_b)
 
 
 @router.get("", response_model=CollectionList)
-async def list_collections(ingestor: IngestorDep) -> dict:
-    return {"collections": await ingestor.list_collections()}
+async def list_collections(catalog: CatalogDep) -> dict:
+    return {"collections": await catalog.list()}
 
 
 @router.get("/{name}", response_model=CollectionDetail)
-async def get_collection(name: str, ingestor: IngestorDep) -> dict:
-    return await ingestor.describe(name)
+async def get_collection(name: str, catalog: CatalogDep) -> dict:
+    return await catalog.describe(name)
 
 
 @router.delete("/{name}", status_code=204)
-async def delete_collection(name: str, ingestor: IngestorDep, searcher: SearcherDep) -> Response:
-    await ingestor.delete_collection(name)
-    searcher.doc_ids.forget(name)
+async def delete_collection(name: str, catalog: CatalogDep) -> Response:
+    await catalog.delete(name)
     return Response(status_code=204)
 
 
 @router.post("/{name}/optimize", response_model=OptimizeResponse)
-async def optimize_collection(name: str, ingestor: IngestorDep) -> dict:
+async def optimize_collection(name: str, catalog: CatalogDep) -> dict:
     """Build indexes now (after a bulk load of a large collection; a Qdrant server does it by itself)."""
-    return await ingestor.optimize(name)
+    return await catalog.optimize(name)
 
 
 @router.post("/{name}/documents", response_model=UpsertResponse)

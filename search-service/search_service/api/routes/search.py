@@ -2,19 +2,19 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from stack_common.errors import ServiceError
+from stack_common.errors import InvalidRequest
 
 from ...core.settings import Settings
-from ...filters import FilterError, parse_filter
 from ...search import Mode, SearchQuery
+from ...store.filters import FilterError, parse_filter
 from ..deps import SearcherDep, SettingsDep
 from ..schemas import SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/search", tags=["search"])
 
 
-def _invalid(message: str) -> ServiceError:
-    return ServiceError(f"invalid request: {message}", status_code=422, error_type="validation_error")
+def _invalid(message: str) -> InvalidRequest:
+    return InvalidRequest(f"invalid request: {message}")
 
 
 def _json(body: bytes) -> Response:

@@ -1,0 +1,183 @@
+"""Collection state, with one owner: the :class:`CollectionCatalog` used by ingestion, search and the routes.
+
+* A collection records the embedding model id and dimension it was built with; using it with another
+  model is refused (409) instead of silently mixing vector spaces.
+* Its metadata (in the store, durable) holds the chunking and BM25 parameters, the BM25 length
+  statistics, and a ``version`` that every write replaces, so cached search responses keyed on the old
+  version are never served again.
+* Every chunk is one point with id ``uuid5(NS, "{collection}/{doc_id}/{chunk_no}")``
+  (:func:`chunk_point_id`) whose payload carries ``doc_id``; :class:`DocIds` maps point ids back to
+  documents so search candidates can come back without payloads.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from typing import Any
+
+from stack_common.errors import Conflict, InvalidRequest
+
+from .core.settings import Settings
+from .store.base import (COLLECTION_NAME_RULE, CollectionInfo, FieldCondition, Filter, Hit, VectorStore,
+                         valid_collection_name)
+
+NAMESPACE = uuid.UUID("5b0c7a9e-2f7d-4c43-9a0e-6d1f1c2b7e10")
+CHUNK0 = Filter(must=(FieldCondition(key="chunk", match=0),))   # one point per document
+
+
+def chunk_point_id(collection: str, doc_id: str, chunk_no: int) -> str:
+    """The point id of a document's chunk: the same (collection, document, chunk) always gets the same id."""
+    return str(uuid.uuid5(NAMESPACE, f"{collection}/{doc_id}/{chunk_no}"))
+
+
+def new_version() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class DocIds:
+    """Point id → document id, so candidates can come back without payloads.
+
+    A point id is derived from (collection, document id, chunk number) (:func:`chunk_point_id`), so an
+    entry can never go stale: a re-created collection or re-ingested document gets the same id for the
+    same document. Unknown ids are read from the store (``doc_id`` key only) in one call. Each
+    collection's map keeps at most ``max_entries`` (the oldest tenth is dropped past it)."""
+
+    def __init__(self, store: VectorStore, max_entries: int = 200_000) -> None:
+        self.store = store
+        self.max_entries = max(1000, int(max_entries))
+        self._maps: dict[str, dict[str, str]] = {}
+
+    async def lookup(self, collection: str, hit_lists: list[list[Hit]]) -> dict[str, str]:
+        known = self._maps.setdefault(collection, {})
+        missing: list[str] = []
+        for hits in hit_lists:
+            for h in hits:
+                if h.id not in known:
+                    doc_id = h.payload.get("doc_id") if h.payload else None
+                    if doc_id is not None:
+                        known[h.id] = doc_id
+                    else:
+                        missing.append(h.id)
+        if missing:
+            for rec in await self.store.retrieve(collection, list(dict.fromkeys(missing)), with_payload=["doc_id"]):
+                known[rec.id] = rec.payload.get("doc_id", rec.id)
+            if len(known) > self.max_entries:
+                for key in list(itertools.islice(iter(known), len(known) - self.max_entries * 9 // 10)):
+                    del known[key]
+        return known
+
+    def forget(self, collection: str) -> None:
+        self._maps.pop(collection, None)
+
+
+class CollectionCatalog:
+    """Lookup (with the model check), create/describe/list/delete/optimize, the BM25 encoder of a
+    collection, the per-collection write lock and the point → document map."""
+
+    def __init__(self, store: VectorStore, embedder, analyzer, encoder_cls, settings: Settings) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.analyzer = analyzer
+        self.encoder_cls = encoder_cls
+        self.settings = settings
+        self.doc_ids = DocIds(store, settings.doc_id_map_size)
+        self._encoders: dict[tuple[float, float], Any] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- per-collection parts -----------------------------------------------------------------------
+    def encoder(self, meta: dict[str, Any]):
+        """The BM25 encoder with the collection's k1 and b (one per distinct pair, shared)."""
+        bm = meta.get("bm25", {})
+        key = (float(bm.get("k1", self.settings.bm25_k1)), float(bm.get("b", self.settings.bm25_b)))
+        enc = self._encoders.get(key)
+        if enc is None:
+            enc = self._encoders[key] = self.encoder_cls(self.analyzer, k1=key[0], b=key[1])
+        return enc
+
+    def lock(self, name: str) -> asyncio.Lock:
+        """Serialises the writes to one collection (statistics and version are read-modify-write)."""
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
+
+    def check_model(self, info: CollectionInfo) -> None:
+        model_id, dim = info.meta.get("model_id"), info.dim
+        if model_id != self.embedder.model_id or dim != self.embedder.dim:
+            raise Conflict(
+                f"collection '{info.name}' was built with embedding model '{model_id}' (dim {dim}) but this "
+                f"service runs '{self.embedder.model_id}' (dim {self.embedder.dim}); re-create the collection "
+                "or run the matching model",
+                details={"collection_model_id": model_id, "collection_dim": dim,
+                         "service_model_id": self.embedder.model_id, "service_dim": self.embedder.dim})
+
+    async def get(self, name: str, *, check_model: bool = True) -> CollectionInfo:
+        """The collection (NotFound if missing; Conflict if built with another embedding model)."""
+        info = await self.store.get_collection(name)
+        if check_model:
+            self.check_model(info)
+        return info
+
+    async def write_meta(self, name: str, meta: dict[str, Any], **changes: Any) -> None:
+        """Replace the metadata with ``meta`` + ``changes`` and a new version."""
+        await self.store.update_meta(name, {**meta, **changes, "version": new_version()})
+
+    # -- collections --------------------------------------------------------------------------------
+    async def create(self, name: str, *, chunk_words: int | None = None, chunk_overlap: int | None = None,
+                     bm25_k1: float | None = None, bm25_b: float | None = None) -> dict[str, Any]:
+        if not valid_collection_name(name):
+            raise InvalidRequest(f"collection name {name!r} is invalid: use {COLLECTION_NAME_RULE}")
+        s = self.settings
+        cw = chunk_words or s.chunk_words
+        co = s.chunk_overlap if chunk_overlap is None else chunk_overlap
+        if co >= cw:
+            raise InvalidRequest(f"chunk_overlap ({co}) must be smaller than chunk_words ({cw})")
+        meta = {
+            "model_id": self.embedder.model_id, "dim": self.embedder.dim,
+            "chunk_words": cw, "chunk_overlap": co, "embed_doc_tokens": s.embed_doc_tokens,
+            "bm25": {"k1": bm25_k1 or s.bm25_k1, "b": s.bm25_b if bm25_b is None else bm25_b,
+                     "chunks": 0, "total_len": 0},
+            "version": new_version(), "created_at": time.time(),
+        }
+        info = await self.store.create_collection(name, self.embedder.dim, meta)
+        return await self.describe(info.name)
+
+    async def describe(self, name: str) -> dict[str, Any]:
+        info = await self.store.get_collection(name)
+        documents = await self.store.count(name, CHUNK0)
+        meta = info.meta
+        bm25 = meta.get("bm25", {})
+        chunks = bm25.get("chunks", 0)
+        return {
+            "name": info.name, "documents": documents, "chunks": info.points_count,
+            "model_id": meta.get("model_id"), "dim": info.dim,
+            "model_matches": meta.get("model_id") == self.embedder.model_id and info.dim == self.embedder.dim,
+            "chunk_words": meta.get("chunk_words"), "chunk_overlap": meta.get("chunk_overlap"),
+            "bm25": {"k1": bm25.get("k1"), "b": bm25.get("b"),
+                     "avgdl": (bm25.get("total_len", 0) / chunks) if chunks else 0.0},
+            "version": meta.get("version"), "created_at": meta.get("created_at"),
+        }
+
+    async def list(self) -> list[dict[str, Any]]:
+        infos = await self.store.list_collections()
+        return [{"name": i.name, "chunks": i.points_count, "model_id": i.meta.get("model_id"), "dim": i.dim}
+                for i in sorted(infos, key=lambda i: i.name)]
+
+    async def delete(self, name: str) -> None:
+        async with self.lock(name):
+            await self.store.delete_collection(name)
+        self._locks.pop(name, None)
+        self.doc_ids.forget(name)
+
+    async def optimize(self, name: str) -> dict[str, Any]:
+        """Build indexes / merge segments now (after a bulk load of a large collection). The dense index
+        may change approximate results slightly, so the cache version is bumped too."""
+        async with self.lock(name):
+            info = await self.store.get_collection(name)
+            t0 = time.perf_counter()
+            changed = await self.store.optimize(name)
+            if changed:
+                await self.write_meta(name, info.meta)
+        return {"changed": bool(changed), "took_ms": (time.perf_counter() - t0) * 1000}
