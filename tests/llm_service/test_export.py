@@ -247,3 +247,20 @@ def test_fast_per_channel_quantizer_is_byte_identical(tmp_path, reduce_range):
     with fast_per_channel():
         quantize_dynamic(src, tmp_path / "fast.onnx", **kw)
     assert (tmp_path / "fast.onnx").read_bytes() == (tmp_path / "slow.onnx").read_bytes()
+
+
+def test_manifest_json_is_written_atomically(tmp_path):
+    """The pipeline's JSON files (manifest, build state, gate records) go through stack_common.files:
+    pretty-printed as before, no temporary file left, and a failed write leaves the old file whole."""
+    from stack_common.files import atomic_path, write_json_atomic
+
+    path = tmp_path / "sub" / "manifest.json"
+    write_json_atomic(path, {"name": "m", "variants": {"fp32": 1}}, indent=2)
+    assert path.read_text() == json.dumps({"name": "m", "variants": {"fp32": 1}}, indent=2) + "\n"
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"bad": object()}, indent=2)
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_text("{torn")
+        raise RuntimeError("writer died")
+    assert json.loads(path.read_text()) == {"name": "m", "variants": {"fp32": 1}}
+    assert [p.name for p in path.parent.iterdir()] == ["manifest.json"]

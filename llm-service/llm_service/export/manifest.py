@@ -47,16 +47,14 @@ int8, w8 and int4; all float tensors are float32)::
 
 The first call (prefill) passes empty past tensors (past_len = 0); each decode step feeds the previous
 ``present.*`` back as ``past_key_values.*``. Check ``session.get_inputs()`` rather than assuming
-``position_ids`` exists (it does for llama; other architectures a user drops in may differ):
-:func:`onnx_io_names` in this module lists what a variant's graph really has, and
-:class:`llm_service.export.ort_lm.OrtCausalLM` is a reference numpy implementation of that loop.
+``position_ids`` exists (it does for llama; other architectures a user drops in may differ), as
+:class:`llm_service.engine.onnx.OnnxRunner` (the service's runner) and
+:class:`llm_service.export.ort_lm.OrtCausalLM` (a reference numpy implementation of that loop) both do.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -163,7 +161,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def load_manifest(model_dir: str | os.PathLike, verify: bool = False) -> Manifest:
     """Read ``<model_dir>/manifest.json``. ``verify=True`` also checks every file's sha256
-    (about 1 s for SmolLM2's fp32+int8; the registry may prefer :func:`verify_files` with ``quick``)."""
+    (it hashes every file; the registry may prefer :func:`verify_files` with ``quick``)."""
     model_dir = Path(model_dir)
     p = model_dir / MANIFEST_NAME
     if not p.is_file():
@@ -190,19 +188,4 @@ def verify_files(model_dir: str | os.PathLike, files: dict[str, str], quick: boo
         if not f.is_file() or (not quick and sha256_file(f) != digest):
             bad.append(rel)
     return bad
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            os.fchmod(f.fileno(), 0o644)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 

@@ -20,8 +20,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-from .manifest import (FORMAT_VERSION, MANIFEST_NAME, Manifest, load_manifest, sha256_file,
-                       verify_files, write_json_atomic)
+from stack_common.files import write_json_atomic
+
+from .manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, load_manifest, sha256_file, verify_files
 
 log = logging.getLogger("llm_service.export")
 
@@ -82,8 +83,7 @@ def _digest(obj) -> str:
 
 def _hash_dir(model_dir: Path, sub: str) -> dict[str, str]:
     d = model_dir / sub
-    return {str(p.relative_to(model_dir)): sha256_file(p)
-            for p in sorted(d.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(model_dir)): sha256_file(p) for p in sorted(d.rglob("*")) if p.is_file()}
 
 
 class _State:
@@ -106,7 +106,7 @@ class _State:
 
     def put(self, step: str, entry: dict) -> None:
         self.data["steps"][step] = entry
-        write_json_atomic(self.path, self.data)
+        write_json_atomic(self.path, self.data, indent=2)
 
     def drop(self, step: str) -> None:
         self.data["steps"].pop(step, None)
@@ -320,7 +320,7 @@ def run_pipeline(source: str, name: str | None = None, models_dir: str | os.Path
         if old is not None and all(r.cached for r in results) and _same(old, manifest):
             manifest = old                          # cache hit: keep the file (and created_at) as is
         else:
-            write_json_atomic(mpath, manifest.model_dump(mode="json", exclude_none=True))
+            write_json_atomic(mpath, manifest.model_dump(mode="json", exclude_none=True), indent=2)
         return PipelineResult(model_dir, manifest, results)
 
 
