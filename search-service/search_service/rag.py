@@ -7,11 +7,12 @@ carries what was retrieved, so a client can show the passages without the genera
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+
+from stack_common import sse
 
 from .llm_client import LLMClient, LLMRejected, LLMUnavailable
 from .search import SearchQuery, SearchService
@@ -167,7 +168,7 @@ class RagService:
         (chunks, first), sources = await self._ask(q.query, results, p, open_stream)
 
         async def events() -> AsyncIterator[bytes]:
-            yield _sse({"sources": sources, "retrieval_ms": round(retrieval_ms, 3)}, "sources")
+            yield sse.encode({"sources": sources, "retrieval_ms": round(retrieval_ms, 3)}, "sources")
             usage, finish = None, None
             try:
                 pending = [first] if first is not None else []
@@ -177,19 +178,14 @@ class RagService:
                     for choice in chunk.get("choices") or []:
                         delta = (choice.get("delta") or {}).get("content")
                         if delta:
-                            yield _sse({"delta": delta})
+                            yield sse.encode({"delta": delta})
                         finish = choice.get("finish_reason") or finish
             except StopAsyncIteration:
-                yield _sse({"finish_reason": finish, "usage": usage}, "done")
-                yield b"data: [DONE]\n\n"
+                yield sse.encode({"finish_reason": finish, "usage": usage}, "done")
+                yield sse.DONE
             except LLMUnavailable as exc:
-                yield _sse({"error": {"type": exc.error_type, "message": exc.message}}, "error")
+                yield sse.encode({"error": {"type": exc.error_type, "message": exc.message}}, "error")
             finally:
                 await chunks.aclose()
 
         return events()
-
-
-def _sse(data: dict[str, Any], event: str | None = None) -> bytes:
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()

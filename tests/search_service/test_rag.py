@@ -1,7 +1,14 @@
-"""rag.py's pure parts: passage packing within a budget and the re-pack after a context overflow.
+"""rag.py's pure parts: passage packing within a budget and the re-pack after a context overflow; the
+event stream between the services (stack_common.sse: rag's writer, llm_client's reader of llm-service).
 (The HTTP flow across both services is in tests/e2e/test_stack.py.)"""
-from search_service.llm_client import LLMRejected
+import asyncio
+
+import httpx
+import pytest
+
+from search_service.llm_client import LLMClient, LLMRejected, LLMUnavailable
 from search_service.rag import CHARS_PER_TOKEN, build_messages, pack_passages, shrink_budget
+from stack_common import sse
 
 
 def _r(i: int, words: int) -> dict:
@@ -42,3 +49,57 @@ def test_shrink_budget_cuts_the_overflow_in_real_tokens():
     too_big = LLMRejected("prompt too long",
                           details={"prompt_tokens": 3000, "max_new_tokens": 256, "context_length": 2048})
     assert shrink_budget(100, 1000, too_big) is None        # the question alone does not fit: nothing to cut
+
+
+# --- the event stream (stack_common.sse) -----------------------------------------------------------
+def test_sse_wire_format():
+    assert sse.encode({"delta": "é"}) == 'data: {"delta":"é"}\n\n'.encode()
+    assert sse.encode({"a": [1, None]}, "done") == b'event: done\ndata: {"a":[1,null]}\n\n'
+    assert sse.DONE == b"data: [DONE]\n\n"
+
+
+async def _lines(raw: bytes):
+    for line in raw.decode().split("\n"):
+        yield line
+
+
+def _read(raw: bytes) -> list:
+    async def go():
+        return [e async for e in sse.read_events(_lines(raw))]
+    return asyncio.run(go())
+
+
+def test_sse_reader_round_trip():
+    raw = b": comment\n" + sse.encode({"sources": []}, "sources") + sse.encode({"delta": "a"}) + sse.DONE + b"data: {}\n\n"
+    assert _read(raw) == [("sources", {"sources": []}), ("message", {"delta": "a"})]   # nothing after [DONE]
+    with pytest.raises(sse.IncompleteStream):
+        _read(sse.encode({"delta": "a"}))
+
+
+def _client(body: bytes) -> LLMClient:
+    client = LLMClient("http://llm.test")
+    client._client = httpx.AsyncClient(base_url="http://llm.test", transport=httpx.MockTransport(
+        lambda request: httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})))
+    return client
+
+
+def _stream(body: bytes) -> list:
+    async def go():
+        client = _client(body)
+        try:
+            return [c async for c in client.chat_stream([{"role": "user", "content": "q"}])]
+        finally:
+            await client.aclose()
+    return asyncio.run(go())
+
+
+def test_llm_client_reads_the_stream_to_done():
+    chunks = [{"choices": [{"delta": {"content": "a"}}]}, {"choices": [], "usage": {"total_tokens": 3}}]
+    assert _stream(b"".join(sse.encode(c) for c in chunks) + sse.DONE) == chunks
+
+
+def test_llm_client_stream_cut_or_failing_is_unavailable():
+    with pytest.raises(LLMUnavailable, match="closed the stream before"):
+        _stream(sse.encode({"choices": []}))
+    with pytest.raises(LLMUnavailable, match="failed mid-stream: boom"):
+        _stream(sse.encode({"error": {"type": "generation_error", "message": "boom"}}) + sse.DONE)

@@ -1,32 +1,28 @@
-"""Server-sent events: ``data: {json}\\n\\n`` chunks and a final ``data: [DONE]``."""
+"""Streaming responses: each chunk an SSE ``data:`` event (:mod:`stack_common.sse`), then ``data: [DONE]``."""
 from __future__ import annotations
 
-import json
 from typing import Any, AsyncIterator, Callable
 
 from fastapi.responses import StreamingResponse
 
+from stack_common import sse
 from stack_common.errors import ServiceError, error_body
 
 
-def sse_data(obj: Any) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False, separators=(',', ':'))}\n\n"
-
-
-async def _with_errors(chunks: AsyncIterator[Any]) -> AsyncIterator[str]:
+async def _with_errors(chunks: AsyncIterator[Any]) -> AsyncIterator[bytes]:
     try:
         async for chunk in chunks:
-            yield sse_data(chunk)
+            yield sse.encode(chunk)
     except ServiceError as exc:   # headers are gone: the error becomes the last event
-        yield sse_data(error_body(exc.error_type, exc.message))
-    yield "data: [DONE]\n\n"
+        yield sse.encode(error_body(exc.error_type, exc.message))
+    yield sse.DONE
 
 
 class EventStreamResponse(StreamingResponse):
     """A streaming response that always runs ``on_close`` (even when the client left before the
     first chunk, when the chunk generator never starts and so never cleans up)."""
 
-    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None] | None = None) -> None:
+    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], None] | None = None) -> None:
         super().__init__(content, media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self.on_close = on_close
