@@ -10,8 +10,9 @@ onnxruntime's transformer optimizer would produce from a torch export —
     output: last_hidden_state (batch, seq, hidden); pooling stays with the caller.
 
 then dynamically quantized (int8 weights per channel, activations per call) including the Attention
-nodes (QAttention). ``python scripts/bench_embeddings.py`` compares it with the other variants (one
-core): 1.6x the documents/s of ``dynamic`` and ~25 % less time per query, cosine to fp32 >= 0.985.
+nodes (QAttention). Fewer, fused kernels with integer attention make it faster than the ``dynamic``
+variant (an exporter's graph, quantized MatMuls only) at about the same fidelity to fp32; the figures are
+in the README ("Embedding variants"), measured by ``python scripts/bench_embeddings.py``.
 
 Padding must be on the right (the Attention kernel takes per-row lengths), which is what
 :class:`search_service.embeddings.Embedder` does.
@@ -24,26 +25,23 @@ from pathlib import Path
 import numpy as np
 
 MS = "com.microsoft"
+_DTYPES = (np.float32, np.float16, np.int64, np.int32)
 
 
 def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
-    """All tensors of a safetensors file as numpy arrays (the format is an 8-byte header length, a JSON
-    header and raw little-endian data)."""
-    dtypes = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
-    raw = Path(path).read_bytes()
-    n = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8:8 + n])
-    base = 8 + n
-    out: dict[str, np.ndarray] = {}
-    for name, meta in header.items():
-        if name == "__metadata__":
-            continue
-        if meta["dtype"] not in dtypes:
-            raise ValueError(f"{path}: tensor {name} has unsupported dtype {meta['dtype']}")
-        start, end = meta["data_offsets"]
-        arr = np.frombuffer(raw[base + start:base + end], dtype=dtypes[meta["dtype"]])
-        out[name] = arr.reshape(meta["shape"]).astype(np.float32 if meta["dtype"] == "F16" else arr.dtype)
-    return out
+    """All tensors of a safetensors file as numpy arrays (``safetensors.numpy``). Only float32/float16
+    and int64/int32 tensors are accepted; any other dtype (BF16, FP8: numpy has no type for them unless
+    ``ml_dtypes`` happens to be loaded) is refused with a ValueError naming the file."""
+    from safetensors.numpy import load_file
+
+    try:
+        tensors = load_file(path)
+    except TypeError as exc:        # numpy does not understand the tensor's dtype
+        raise ValueError(f"{path}: unsupported dtype ({exc})") from exc
+    for name, arr in tensors.items():
+        if arr.dtype not in _DTYPES:
+            raise ValueError(f"{path}: unsupported dtype {arr.dtype} (tensor {name})")
+    return tensors
 
 
 def build_bert_graph(model_dir: str | Path):
