@@ -1,6 +1,11 @@
-"""Request/response models: the OpenAI-compatible ones (completions, chat completions, models) and the
-plain ``/generate`` API. Field ranges are checked here (422 with the field); limits that depend on the
-settings or the model (max_new_tokens limit, context length) are checked by the serving layer (400)."""
+"""Request/response models: the OpenAI-compatible ones (completions, chat completions, models), the
+plain ``/generate`` API, and the status bodies of ``/readyz`` and ``/admin``. Field ranges are checked here
+(422 with the field); limits that depend on the settings or the model (max_new_tokens limit, context
+length) are checked by the serving layer (400).
+
+The routes build plain dicts (the builders at the end) and declare the response models below, so the
+OpenAPI spec documents what they return and the schemathesis run checks it. Streams are
+``text/event-stream`` (:data:`SSE_RESPONSE`): each event's data is one JSON chunk, then ``[DONE]``."""
 from __future__ import annotations
 
 import time
@@ -131,6 +136,159 @@ class ChatCompletionRequest(OpenAIFields):
         if not any(m.as_template_dict()["content"] for m in v):
             raise ValueError("messages hold no text")
         return v
+
+
+# --- response models -----------------------------------------------------------------------------
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: str | None
+    logprobs: None
+
+
+class Completion(BaseModel):
+    """``POST /v1/completions`` without ``stream``."""
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: str
+    logprobs: None
+
+
+class ChatCompletion(BaseModel):
+    """``POST /v1/chat/completions`` without ``stream``."""
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class GatePolicy(BaseModel):
+    task_tolerance: float
+    agreement_floor: float
+    max_new_tokens: int
+
+
+class GateVariant(BaseModel):
+    passed: bool
+    task_score: float
+    agreement_top1: float
+    kl_nats: float
+    tokens_per_s: float | None
+    reason: str
+
+
+class GateStatus(BaseModel):
+    """The quality gate on this CPU kind; the scores only once it has a record (``state`` measured)."""
+    state: Literal["measured", "measuring", "failed", "disabled", "none"]
+    cpu_kind: str | None = None
+    chosen: str | None = None
+    measured_at: str | None = None
+    policy: GatePolicy | None = None
+    variants: dict[str, GateVariant] | None = None
+
+
+class ServedQuality(BaseModel):
+    """The precision a model serves by default, why (request, setting, gate, device, ungated), the gate's scores."""
+    precision: str
+    precision_source: str
+    gate: GateStatus
+
+
+class ModelCard(ServedQuality):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    """``GET /v1/models``: the loaded models."""
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+class VariantRuntime(BaseModel):
+    provider: str
+    running: int
+    waiting: int
+
+
+class ModelStatus(ServedQuality):
+    """A loaded model (``/admin``)."""
+    name: str
+    default_precision: str
+    precisions: dict[str, VariantRuntime]
+    available_precisions: list[str]
+    context_length: int
+    in_flight: int
+    has_chat_template: bool
+
+
+class AdminModels(BaseModel):
+    default: str | None
+    on_disk: list[str]
+    loaded: list[ModelStatus]
+
+
+class ModelLoaded(ModelStatus):
+    status: Literal["loaded"]
+
+
+class ModelUnloaded(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    model: str
+    status: Literal["unloaded", "draining"] = Field(description="draining: requests still in flight finish first")
+    in_flight: int
+
+
+class DefaultSet(ModelStatus):
+    status: Literal["ok"]
+    default: str
+
+
+class Alive(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(ServedQuality):
+    """The default model is loaded (its served precision and gate beside it)."""
+    status: Literal["ready"]
+    default_model: str
+    loaded: list[str]
+
+
+class NotReady(BaseModel):
+    status: Literal["not_ready"]
+    reason: str
+    models_on_disk: list[str]
+
+
+# A streamed response (``stream: true``): one SSE event per chunk, each ``data:`` a JSON object (the
+# endpoint's chunk; an error that happens once the stream has started is the last one, as
+# ``{"error": {...}}``), then ``data: [DONE]``. Documented beside the JSON response of the same 200.
+SSE_RESPONSE: dict[Any, dict[str, Any]] = {200: {
+    "description": "A JSON body, or with `stream: true` server-sent events (text/event-stream): one `data:` "
+                   "line per chunk (a JSON object), then `data: [DONE]`.",
+    "content": {"text/event-stream": {"schema": {
+        "type": "object", "required": ["data"],
+        "properties": {"event": {"const": "message"},
+                       "data": {"type": "string", "pattern": r"^(\{.*\}|\[DONE\])$"}}}}}}}
 
 
 # --- response builders (plain dicts: exactly OpenAI's shapes) ---------------------------------

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from ..openai_protocol import GenerateRequest, GenerateResponse, stop_tuple, usage_dict
+from ..openai_protocol import SSE_RESPONSE, GenerateRequest, GenerateResponse, stop_tuple, usage_dict
 from .deps import wait_disconnect, ServingDep
 from .sse import sse_response
 
@@ -16,7 +16,7 @@ def sampling_of(body) -> dict:
 
 
 @router.post("/generate", response_model=GenerateResponse,
-             responses={400: {}, 404: {}, 429: {}, 503: {}, 504: {}})
+             responses={**SSE_RESPONSE, 400: {}, 404: {}, 429: {}, 503: {}, 504: {}})
 async def generate(body: GenerateRequest, request: Request, serving: ServingDep):
     prepared = await serving.prepare(model=body.model, precision=body.precision, max_new_tokens=body.max_new_tokens,
                                      sampling=sampling_of(body), prompt=body.prompt)

@@ -4,17 +4,18 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from ..openai_protocol import Alive, NotReady, Ready
 from .deps import RegistryDep
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Alive)
 async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Ready, responses={503: {"model": NotReady, "description": "Not ready: why"}})
 async def readyz(registry: RegistryDep) -> JSONResponse:
     name = registry.default
     if name and name in registry.loaded:

@@ -5,8 +5,9 @@ from fastapi import APIRouter, Request
 
 from stack_common.errors import ServiceError
 
-from ..openai_protocol import (ChatCompletionRequest, CompletionRequest, OpenAIFields, chat_body, chat_chunk,
-                               completion_body, model_card, new_id, usage_dict)
+from ..openai_protocol import (SSE_RESPONSE, ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest,
+                               ModelList, OpenAIFields, chat_body, chat_chunk, completion_body, model_card, new_id,
+                               usage_dict)
 from .deps import wait_disconnect, RegistryDep, ServingDep
 from .generate import sampling_of
 from .sse import sse_response
@@ -21,13 +22,15 @@ def _unsupported(body: OpenAIFields) -> None:
         raise ServiceError("presence_penalty/frequency_penalty are not supported; use repetition_penalty")
 
 
-@router.get("/models")
+# exclude_unset: a gate without a record has no scores, and they stay absent (not null) as before.
+@router.get("/models", response_model=ModelList, response_model_exclude_unset=True)
 async def list_models(registry: RegistryDep) -> dict:
     return {"object": "list", "data": [model_card(n, m.created, m.quality())
                                               for n, m in sorted(registry.loaded.items())]}
 
 
-@router.post("/completions", responses={400: {}, 404: {}, 429: {}, 503: {}, 504: {}})
+@router.post("/completions", response_model=Completion,
+             responses={**SSE_RESPONSE, 400: {}, 404: {}, 429: {}, 503: {}, 504: {}})
 async def completions(body: CompletionRequest, request: Request, serving: ServingDep):
     _unsupported(body)
     if body.echo or body.suffix:
@@ -53,7 +56,8 @@ async def completions(body: CompletionRequest, request: Request, serving: Servin
                            usage_dict(r.prompt_tokens, r.completion_tokens))
 
 
-@router.post("/chat/completions", responses={400: {}, 404: {}, 429: {}, 503: {}, 504: {}})
+@router.post("/chat/completions", response_model=ChatCompletion,
+             responses={**SSE_RESPONSE, 400: {}, 404: {}, 429: {}, 503: {}, 504: {}})
 async def chat_completions(body: ChatCompletionRequest, request: Request, serving: ServingDep):
     _unsupported(body)
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
