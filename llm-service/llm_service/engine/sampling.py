@@ -27,7 +27,7 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
 
     temperature 0 = greedy. top-k and top-p work on a partial sort: the ``nucleus_candidates`` best
     tokens are taken with argpartition and fully sorted only when their mass does not reach top_p
-    (exact either way; a full argsort of a 49k vocabulary per token costs ~10x more).
+    (exact either way; a full argsort of the whole vocabulary for every token costs far more).
     """
     logits = logits.astype(np.float32, copy=False)
     if seen is not None:

@@ -1,11 +1,11 @@
 """How the quantized variants are made from the fp32 export: :func:`dynamic_int8` (``int8``) and
 :func:`weight_only` (``w8``, ``int4``), each from the export re-saved with ``ORT_ENABLE_BASIC``.
 
-Below them, a vectorised stand-in for onnxruntime's per-channel weight quantizer (same bytes, ~50x faster).
+Below them, a vectorised stand-in for onnxruntime's per-channel weight quantizer (same bytes, far faster).
 
 ``onnxruntime.quantization`` quantizes per-channel weights one channel at a time in Python: ~200k
-channels for SmolLM2 (49k of them the lm_head's), i.e. most of the int8 step's time (tens of seconds on
-2 cores). :func:`fast_per_channel` replaces ``BaseQuantizer.quantize_weight_per_channel_impl`` within a
+channels for SmolLM2 (49k of them the lm_head's), i.e. most of the int8 step's time.
+:func:`fast_per_channel` replaces ``BaseQuantizer.quantize_weight_per_channel_impl`` within a
 ``with`` block by the same arithmetic done with numpy on whole tensors, for the one case the pipeline
 uses (signed int8, symmetric, no per-tensor overrides, no MinimumRealRange); any other call goes to the
 original. ``tests/llm_service/test_export.py`` checks that both produce byte-identical models.
@@ -24,7 +24,7 @@ PRE_OPTIMIZATION = "ORT_ENABLE_BASIC"
 def basic_optimized(src: Path, dst: Path) -> None:
     """Load with ORT_ENABLE_BASIC and save the optimized graph: constant folding turns the tied
     lm_head's runtime Transpose(embedding) into a stored weight, so quantization reaches that MatMul
-    (the biggest one: 2x -> 3.8x speed-up on SmolLM2, see issue 4)."""
+    (the biggest one: without this most of int8's speed-up over fp32 is lost; see issue 4)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -43,13 +43,13 @@ def dynamic_int8(src: Path, dst: Path) -> dict:
     """``quantize_dynamic`` QInt8 per-channel with int8 activations (one scale per tensor).
 
     reduce_range (7-bit weights) is not optional: without VNNI (AVX2 only) MLAS's u8s8 kernel sums pairs
-    of products in int16 and saturates; per-channel scales put many weights at +-127, and SmolLM2 then
-    agreed with fp32 on 0% of tokens."""
+    of products in int16 and saturates; per-channel scales put many weights at +-127, and SmolLM2's
+    int8 then stopped agreeing with fp32 altogether."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     basic = dst.parent / "basic.onnx"
     basic_optimized(src, basic)
-    with fast_per_channel():   # same bytes as onnxruntime's per-channel loop, ~50x faster
+    with fast_per_channel():   # same bytes as onnxruntime's per-channel loop, far faster
         quantize_dynamic(basic, dst, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
     _drop(basic)
     return {"method": "dynamic", "weight_type": "QInt8", "per_channel": True, "reduce_range": True,
@@ -59,7 +59,7 @@ def dynamic_int8(src: Path, dst: Path) -> dict:
 def weight_only(src: Path, dst: Path, bits: int, block_size: int = 32, accuracy_level: int = 4) -> dict:
     """Weight-only ``MatMulNBits`` (8 or 4 bits), symmetric, one scale per ``block_size`` weights.
     ``accuracy_level`` 4 lets the kernel quantize activations to int8 per block (the fast path; 8-bit
-    weights at level 0 have no fast kernel and ran at ~1/20 the speed, issue 11). The embedding Gather
+    weights at level 0 have no fast kernel and ran many times slower, issue 11). The embedding Gather
     stays fp32. Needs ``onnx-ir``."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer

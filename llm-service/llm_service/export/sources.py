@@ -25,15 +25,10 @@ TINY_CONFIG = dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, n
                    initializer_range=0.2)
 TINY_SEED = 1234
 
-# Files that make up a Hugging Face causal-LM folder (weights are *.safetensors / *.bin).
-_HF_META = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-            "special_tokens_map.json", "chat_template.jinja", "tokenizer.model", "vocab.json",
-            "merges.txt", "added_tokens.json")
-
 
 @contextmanager
 def _gguf_parsed_once():
-    """transformers parses the whole GGUF (~7 s for SmolLM2's 49k-token vocabulary) once for the
+    """transformers parses the whole GGUF (slow: SmolLM2's vocabulary has 49k tokens) once for the
     tokenizer, once for the config and once for the weights; within this block every GGUFReader of the
     same file is the same (read-only, memory-mapped) object. Restored on exit; this process only."""
     import gguf
@@ -110,7 +105,7 @@ def fix_chatml_tokenizer(tok):
 
 def smollm2_tokenizer(cache_dir: Path | None, gguf: Path | None = None):
     """SmolLM2's tokenizer, fixed, cached as a tokenizer folder under ``cache_dir`` (reading the GGUF's
-    vocabulary takes ~15 s; the cached folder loads in well under a second)."""
+    vocabulary is slow; the cached folder loads at once)."""
     _offline()
     from transformers import AutoTokenizer
 
