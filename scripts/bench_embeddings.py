@@ -17,7 +17,7 @@ does); and one call per query. ``--batches ""`` skips it.
 from __future__ import annotations
 
 import argparse
-import json
+import itertools
 import sys
 import tempfile
 import time
@@ -25,26 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "search-service"))
-sys.path.insert(0, str(ROOT / "common"))
-
-from search_service.embeddings import DEFAULT_VARIANT, VARIANTS, Embedder, tokenizer_dir  # noqa: E402
+from search_service.embeddings import DEFAULT_VARIANT, VARIANTS, Embedder, tokenizer_dir
+from stack_dev.beir import iter_jsonl
+from stack_dev.procs import ROOT
 
 
 def load_texts(dataset: Path, n_docs: int, n_queries: int) -> tuple[list[str], list[str]]:
-    docs, queries = [], []
-    with open(dataset / "corpus.jsonl") as f:
-        for line in f:
-            d = json.loads(line)
-            docs.append(f"{d.get('title') or ''}\n{d['text']}")
-            if len(docs) >= n_docs:
-                break
-    with open(dataset / "queries.jsonl") as f:
-        for line in f:
-            queries.append(json.loads(line)["text"])
-            if len(queries) >= n_queries:
-                break
+    docs = [f"{d.get('title') or ''}\n{d['text']}"
+            for d in itertools.islice(iter_jsonl(dataset / "corpus.jsonl"), n_docs)]
+    queries = [q["text"] for q in itertools.islice(iter_jsonl(dataset / "queries.jsonl"), n_queries)]
     return docs, queries
 
 

@@ -22,11 +22,11 @@ Targets on 2 cores (issue 4): ONNX int8 >= 3x PyTorch fp32 single-stream; aggreg
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -37,9 +37,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-from bench.llm_engines import GENAI_VARIANTS, genai_build, genai_engine, onnx_engine, torch_engine  # noqa: E402
+from stack_dev.llm_engines import GENAI_VARIANTS, genai_build, genai_engine, onnx_engine, torch_engine  # noqa: E402
+from stack_dev.procs import ROOT as REPO, ServiceProcess  # noqa: E402
+from stack_dev.stats import DEFINITION, percentile  # noqa: E402
+
 PROMPTS = [
     "Write a short story about a robot who learns to paint.",
     "Explain how a bicycle works to a ten-year-old.",
@@ -62,7 +63,7 @@ def summarize(name: str, runs: list[tuple[float, float, int]]) -> dict:
 
 
 # ------------------------------------------------------------------------------------ single stream
-# Each engine (scripts/bench/llm_engines.py) is one greedy function; speed and quality go through it.
+# Each engine (stack_dev/llm_engines.py) is one greedy function; speed and quality go through it.
 def speed(name: str, gen, prompts: list[list[int]], new_tokens: int, repeats: int) -> dict:
     gen(prompts[0], 4, None)   # warm-up
     runs = []
@@ -150,40 +151,35 @@ def bench_http(url: str, clients: int, per_client: int, endpoint: str, new_token
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    ttfts = sorted(r[0] for r in results) or [float("nan")]
-    q = lambda p: ttfts[min(len(ttfts) - 1, int(round(p * (len(ttfts) - 1))))]  # noqa: E731
+    ttfts = [r[0] for r in results]
     return {"clients": clients, "requests": len(results), "errors": len(errors), "first_error": errors[:1],
             "tokens": sum(r[2] for r in results), "wall_s": wall,
             "aggregate_tok_s": sum(r[2] for r in results) / wall,
-            "ttft_p50_ms": 1000 * q(0.5), "ttft_p99_ms": 1000 * q(0.99)}
+            "ttft_p50_ms": 1000 * percentile(ttfts, 50), "ttft_p99_ms": 1000 * percentile(ttfts, 99)}
 
 
-def start_service(models_dir: Path, model: str, log_path: Path) -> tuple[subprocess.Popen, str, float]:
+def start_service(models_dir: Path, model: str, log_path: Path) -> tuple[ServiceProcess, str, float]:
     """Start the llm-service and return (process, url, cold start = process start -> first token)."""
     import httpx
 
-    sys.path.insert(0, str(REPO))
-    from tests.procs import free_port
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "LLM_MODELS_DIR": str(models_dir), "LLM_DEFAULT_MODEL": model,
+    env = {"LLM_MODELS_DIR": str(models_dir), "LLM_DEFAULT_MODEL": model,
            "LLM_INTRA_OP_THREADS": "1", "LLM_LOG_JSON": "false", "LLM_DEVICE": "cpu"}
+    log_path.unlink(missing_ok=True)
+    svc = ServiceProcess("llm_service.main:create_app", env=env, log_path=log_path, name="llm-service")
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "llm_service.main:create_app",
-                             "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, cwd=REPO)
+    svc.spawn()
+    # ready = the first streamed token (not /readyz): that is what the cold start measures
     deadline = t0 + 180
     with httpx.Client(timeout=60) as c:
         while time.perf_counter() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llm-service exited ({proc.returncode}); log: {log_path}")
+            if not svc.running:
+                raise RuntimeError(f"llm-service exited ({svc.proc.returncode}); log: {log_path}")
             try:
-                _stream_once(c, url, "generate", "Hello", 1, None, None)
-                return proc, url, time.perf_counter() - t0
+                _stream_once(c, svc.url, "generate", "Hello", 1, None, None)
+                return svc, svc.url, time.perf_counter() - t0
             except (httpx.TransportError, RuntimeError):
                 time.sleep(0.02)
-    proc.kill()
+    svc.kill()
     raise TimeoutError(f"llm-service gave no token within 180 s; log: {log_path}")
 
 
@@ -246,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                 makers += [(f"onnx-{n}", lambda v=v: onnx_engine(mdir / v.path)) for n, v in m.variants.items()]
             elif e == "genai":
                 try:
-                    import onnxruntime_genai  # noqa: F401
+                    importlib.import_module("onnxruntime_genai")
                 except ImportError:
                     print("  genai: onnxruntime-genai is not installed (pip install -c constraints.txt "
                           "onnxruntime-genai); skipped")
@@ -307,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"(target <= 5 s)")
             levels = [int(c) for c in args.clients.split(",") if c.strip()]
             print(f"\nHTTP {url} /{args.endpoint if args.endpoint == 'generate' else 'v1/completions'} "
-                  f"stream, {args.new_tokens} max new tokens, {args.requests_per_client} requests per client")
+                  f"stream, {args.new_tokens} max new tokens, {args.requests_per_client} requests per client; "
+                  f"{DEFINITION}")
             print(f"{'clients':>8}{'requests':>10}{'errors':>8}{'agg tok/s':>11}{'TTFT p50 ms':>13}{'TTFT p99 ms':>13}")
             rows = []
             for c in levels:
@@ -325,11 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{top['aggregate_tok_s'] / one['aggregate_tok_s']:.2f}x")
         finally:
             if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                proc.stop()
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     print(f"\ncommand: {cmd}")

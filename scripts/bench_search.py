@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -40,14 +39,11 @@ import httpx
 import numpy as np
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-import ingest as ingest_mod  # noqa: E402
-
-
-def pct(values: list[float], p: float) -> float:
-    return float(np.percentile(np.asarray(values), p)) if values else float("nan")
+from stack_dev import ingest as ingest_mod
+from stack_dev.beir import read_queries
+from stack_dev.load import run_wrk
+from stack_dev.procs import ROOT, ServiceProcess, free_port, pid_listening_on
+from stack_dev.stats import DEFINITION, percentile as pct
 
 
 async def run_load(url: str, bodies: list[dict], concurrency: int) -> dict:
@@ -76,32 +72,7 @@ async def run_load(url: str, bodies: list[dict], concurrency: int) -> dict:
             "p99": pct(latencies, 99), "errors": errors, "cached": cached}
 
 
-WRK_SCRIPT = ROOT / "scripts" / "bench" / "search_load.lua"
-
-
-def run_wrk(url: str, bodies: list[dict], concurrency: int, mode: str, seconds: float, salt: int) -> dict:
-    """The same load from wrk (C, one thread, one event loop), which takes far less CPU from the service
-    than this process's asyncio client; ``mode`` "miss" makes every request a distinct cache key."""
-    import subprocess
-
-    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
-        for b in bodies:
-            f.write(json.dumps(b, ensure_ascii=False, separators=(",", ":")) + "\n")
-        path = f.name
-    try:
-        out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "30s",
-                              "-s", str(WRK_SCRIPT), url, "--", path, mode, str(salt)],
-                             check=True, capture_output=True, text=True).stdout
-    finally:
-        os.unlink(path)
-    r = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
-    return {"n": r["requests"], "rps": r["requests"] / r["seconds"], "p50": r["p50"], "p95": r["p95"],
-            "p99": r["p99"], "errors": r["non_2xx"] + r["socket_errors"], "cached": r["cached"]}
-
-
-def start_service(data_dir: Path, port: int, log_path: Path):
-    from tests.procs import ServiceProcess
-
+def start_service(data_dir: Path, port: int, log_path: Path) -> ServiceProcess:
     # The query-embedding cache off: the rows reuse SciFact's query texts, and a miss must run the model.
     env = {"SEARCH_DATA_DIR": str(data_dir), "SEARCH_CACHE_PREFIX": "bench", "SEARCH_LOG_LEVEL": "WARNING",
            "SEARCH_EMBED_QUERY_CACHE": "0"}
@@ -110,11 +81,7 @@ def start_service(data_dir: Path, port: int, log_path: Path):
 
 
 def find_pid(url: str) -> int | None:
-    port = httpx.URL(url).port
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
-            return conn.pid
-    return None
+    return pid_listening_on(httpx.URL(url).port)
 
 
 def baseline(docs: list[dict], queries: list[str], n_requests: int) -> dict:
@@ -185,12 +152,10 @@ def main(argv: list[str] | None = None) -> None:
     loadgen = args.loadgen if args.loadgen != "auto" else ("wrk" if shutil.which("wrk") else "httpx")
     levels = [int(c) for c in args.concurrency.split(",")]
 
-    docs = list(ingest_mod.read_corpus(args.dataset, args.limit_docs))
-    with open(Path(args.dataset) / "queries.jsonl") as f:
-        queries = [json.loads(line)["text"] for line in f if line.strip()]
+    docs = list(ingest_mod.read_documents(args.dataset, args.limit_docs))
+    queries = list(read_queries(args.dataset).values())
     proc = None
     if args.url is None:
-        from tests.procs import free_port
         data_dir = Path(args.data_dir)
         if args.limit_docs:
             data_dir = data_dir.with_name(f"{data_dir.name}-{args.limit_docs}")
@@ -237,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
                 hit = asyncio.run(run_load(url, [warm[i % len(warm)] for i in range(args.requests * 2)], c))
             results.append((c, miss, hit))
         rss = psutil.Process(pid).memory_info().rss / 2**20 if pid else float("nan")
-        print(f"service: {url}  RSS {rss:.0f} MiB with {len(docs)} documents loaded; cores: {os.cpu_count()}")
+        print(f"service: {url}  RSS {rss:.0f} MiB with {len(docs)} documents loaded; cores: {os.cpu_count()}; "
+              f"{DEFINITION}")
         print("| concurrency | kind | RPS | p50 ms | p95 ms | p99 ms | service CPU ms/query | errors |")
         print("|---|---|---|---|---|---|---|---|")
         for c, miss, hit in results:

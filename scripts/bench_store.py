@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import qdrant_edge as qe
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "search-service"))
-from search_service.store import Point, SparseVector, VectorStore, make_store  # noqa: E402
-from search_service.store.edge import EdgeStore  # noqa: E402
+from search_service.store import Point, SparseVector, VectorStore, make_store
+from search_service.store.edge import EdgeStore
+from stack_dev.stats import DEFINITION, percentile
 
 VOCAB = 30_000
 
@@ -77,7 +77,7 @@ async def timeit(store: VectorStore, qs: list, limit: int = 100,
                 await store.search_sparse("c", s, limit, **kw)
             times.append(time.perf_counter() - t)
         res[mode] = statistics.median(times) * 1e3
-        res[mode + "_p95"] = sorted(times)[int(len(times) * 0.95)] * 1e3
+        res[mode + "_p95"] = percentile(times, 95) * 1e3
     return res
 
 
@@ -128,7 +128,7 @@ async def run(args: argparse.Namespace) -> None:
         await store.close()
 
     print(f"\n{args.docs} docs x {args.dim} dims, {args.queries} queries x best of {args.rounds} rounds; ms per call "
-          f"(median / p95), async API incl. conversion; payload keys = {CANDIDATE_KEYS}:")
+          f"(median / p95; {DEFINITION}), async API incl. conversion; payload keys = {CANDIDATE_KEYS}:")
     print(f"{'store':58} {'dense':>13} {'sparse':>13} {'both(batch)':>13} {'dense+sparse':>13}  notes")
     for label, r, note in rows:
         cells = " ".join(f"{r[m]:6.3f}/{r[m + '_p95']:6.3f}" for m in ("dense", "sparse", "both", "dense+sparse"))

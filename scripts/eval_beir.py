@@ -6,15 +6,15 @@
 
 Prints a table (nDCG@10, Recall@100, P@5, Recall@10, F1@10) per mode (keyword, vector, hybrid) and, on
 its last line, the hybrid figures as one JSON object. Works with any qrels file in BEIR format
-(``query-id<TAB>corpus-id<TAB>score`` with a header line); graded relevance is used as the nDCG gain.
-Only queries that have at least one relevant document in the qrels are evaluated.
+(``query-id<TAB>corpus-id<TAB>score`` with a header line); graded relevance is used as the nDCG gain
+(linear gain, as trec_eval/BEIR). Only queries that have at least one relevant document in the qrels are
+evaluated. The metrics are stack_dev.beir's (one definition for every script).
 F1@10 = harmonic mean of P@10 and Recall@10, per query, averaged.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,53 +22,20 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ingest as ingest_mod  # noqa: E402
+from stack_dev import ingest as ingest_mod
+from stack_dev.beir import ndcg_at, precision_at, read_qrels, read_queries, recall_at
 
 MODES = ("keyword", "vector", "hybrid")
 
 
-def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
-    qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) < 3:
-                continue
-            if i == 0 and not parts[2].lstrip("-").isdigit():
-                continue           # header
-            qid, did, score = parts[0], parts[1], int(parts[2])
-            qrels.setdefault(qid, {})[did] = score
-    return qrels
-
-
-def read_queries(dataset: str | Path) -> dict[str, str]:
-    out = {}
-    with open(Path(dataset) / "queries.jsonl", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                q = json.loads(line)
-                out[str(q["_id"])] = q["text"]
-    return out
-
-
-def ndcg_at(ranked: list[str], rels: dict[str, int], k: int) -> float:
-    dcg = sum((2 ** rels.get(d, 0) - 1) / math.log2(i + 2) for i, d in enumerate(ranked[:k]) if rels.get(d, 0) > 0)
-    ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:k]
-    idcg = sum((2 ** r - 1) / math.log2(i + 2) for i, r in enumerate(ideal))
-    return dcg / idcg if idcg else 0.0
-
-
 def metrics(ranked: list[str], rels: dict[str, int]) -> dict[str, float]:
-    relevant = {d for d, r in rels.items() if r > 0}
-    hit10 = len(relevant & set(ranked[:10]))
-    p10, r10 = hit10 / 10, hit10 / len(relevant)
+    p10, r10 = precision_at(ranked, rels, 10), recall_at(ranked, rels, 10)
     return {
         "ndcg@10": ndcg_at(ranked, rels, 10),
-        "recall@100": len(relevant & set(ranked[:100])) / len(relevant),
-        "p@5": len(relevant & set(ranked[:5])) / 5,
+        "recall@100": recall_at(ranked, rels, 100),
+        "p@5": precision_at(ranked, rels, 5),
         "recall@10": r10,
-        "f1@10": (2 * p10 * r10 / (p10 + r10)) if hit10 else 0.0,
+        "f1@10": (2 * p10 * r10 / (p10 + r10)) if p10 + r10 else 0.0,
     }
 
 
@@ -116,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
                                  f"scripts/ingest.py or pass --ingest")
             ingest_mod.ensure_collection(client, collection)
     if not exists:
-        docs = list(ingest_mod.read_corpus(args.dataset, args.limit_docs))
+        docs = list(ingest_mod.read_documents(args.dataset, args.limit_docs))
         n, s = ingest_mod.load(args.url, collection, docs)
         print(f"ingested {n} documents in {s:.1f} s ({n / s:.1f} docs/s)", file=sys.stderr)
 

@@ -11,74 +11,10 @@ The corpus is a JSONL file (or a BEIR folder holding ``corpus.jsonl``) of object
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Iterator
 
 import httpx
-from tqdm import tqdm
 
-
-def corpus_file(path: str | Path) -> Path:
-    p = Path(path)
-    return p / "corpus.jsonl" if p.is_dir() else p
-
-
-def read_corpus(path: str | Path, limit: int | None = None) -> Iterator[dict]:
-    with open(corpus_file(path), encoding="utf-8") as f:
-        n = 0
-        for line in f:
-            if not line.strip():
-                continue
-            d = json.loads(line)
-            doc = {"id": str(d.get("_id", d.get("id"))), "text": d.get("text") or "", "title": d.get("title") or None}
-            if d.get("metadata") and isinstance(d["metadata"], dict):
-                doc["metadata"] = d["metadata"]
-            if not doc["text"].strip() and not doc["title"]:
-                continue
-            yield doc
-            n += 1
-            if limit and n >= limit:
-                return
-
-
-def ensure_collection(client: httpx.Client, name: str, recreate: bool = False, **params) -> dict:
-    if recreate:
-        client.delete(f"/collections/{name}")
-    r = client.get(f"/collections/{name}")
-    if r.status_code == 404:
-        r = client.post("/collections", json={"name": name, **{k: v for k, v in params.items() if v is not None}})
-    r.raise_for_status()
-    return r.json()
-
-
-def load(url: str, collection: str, docs: list[dict], *, batch: int = 64, concurrency: int = 2,
-         progress: bool = True, timeout: float = 600.0) -> tuple[int, float]:
-    """Upsert ``docs`` in batches (``concurrency`` requests in flight). Returns (documents, seconds)."""
-    batches = [docs[i:i + batch] for i in range(0, len(docs), batch)]
-    bar = tqdm(total=len(docs), unit="doc", disable=not progress, file=sys.stderr)
-    t0 = time.perf_counter()
-    with httpx.Client(base_url=url, timeout=timeout) as client:
-        def send(b: list[dict]) -> int:
-            for attempt in range(3):
-                r = client.post(f"/collections/{collection}/documents", json={"documents": b})
-                if r.status_code in (429, 503) and attempt < 2:
-                    time.sleep(1 + attempt)
-                    continue
-                if r.status_code != 200:
-                    raise SystemExit(f"upsert failed: {r.status_code} {r.text[:500]}")
-                break
-            bar.update(len(b))
-            return len(b)
-
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            n = sum(pool.map(send, batches))
-    seconds = time.perf_counter() - t0
-    bar.close()
-    return n, seconds
+from stack_dev.ingest import ensure_collection, load, read_documents
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
-    docs = list(read_corpus(args.corpus, args.limit_docs))
+    docs = list(read_documents(args.corpus, args.limit_docs))
     with httpx.Client(base_url=args.url, timeout=60) as client:
         ensure_collection(client, args.collection, args.recreate, chunk_words=args.chunk_words)
     n, seconds = load(args.url, args.collection, docs, batch=args.batch, concurrency=args.concurrency,

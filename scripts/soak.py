@@ -8,8 +8,9 @@
 
 It stops by itself after --requests requests or --max-seconds (hard cap), whichever comes first. It prints,
 per kind: count, ok, intended 429s (with Retry-After; a 429 without it counts as an error), unexpected errors
-by kind (5xx, 4xx, timeout, connection), p50/p95/p99 latency; the RSS of each service at start and end
-(found by its listening port); and one JSON object on its last line. Exit status 1 on any unexpected error.
+by kind (5xx, 4xx, timeout, connection), p50/p95/p99 latency (linear interpolation, stack_dev.stats); the
+RSS of each service at start and end (found by its listening port); and one JSON object on its last line.
+Exit status 1 on any unexpected error.
 Loopback only: URLs must point at 127.0.0.1/localhost.
 """
 from __future__ import annotations
@@ -29,8 +30,8 @@ from urllib.parse import urlparse
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from stack_dev.procs import ROOT, ServiceProcess, pid_listening_on, stop_all
+from stack_dev.stats import DEFINITION, percentile as pct
 
 QUERIES = ["protein folding and misfolding", "vitamin D deficiency", "gene expression in cancer cells",
            "immune response to infection", "insulin resistance and diabetes", "김치 발효", "서울 지하철 노선",
@@ -39,26 +40,16 @@ WORDS = ("cell protein gene cancer immune response blood pressure insulin vitami
          "patients clinical trial risk effect study mice tissue").split()
 
 
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
-
-
 def rss_of_port(url: str | None) -> int | None:
     """RSS (bytes) of the process listening on the URL's port, or None."""
     if not url:
         return None
     try:
         import psutil
-        port = urlparse(url).port
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-                return psutil.Process(conn.pid).memory_info().rss
+        pid = pid_listening_on(urlparse(url).port)
+        return psutil.Process(pid).memory_info().rss if pid else None
     except Exception:  # noqa: BLE001 - RSS is informative only
         return None
-    return None
 
 
 def check_loopback(url: str) -> None:
@@ -175,9 +166,7 @@ class Soak:
                 "error_examples": self.examples}
 
 
-def spawn(args, tmp: Path):
-    from tests.procs import ServiceProcess
-
+def spawn(args, tmp: Path) -> list[ServiceProcess]:
     search_env = {"SEARCH_DATA_DIR": str(tmp / "data"), "SEARCH_REDIS_URL": args.redis_url,
                   "SEARCH_CACHE_PREFIX": "soak-" + uuid.uuid4().hex[:8], "SEARCH_LOG_LEVEL": "WARNING"}
     llm_env = {"LLM_MODELS_DIR": str(args.llm_models_dir), "LLM_DEVICE": "cpu", "LLM_LOG_LEVEL": "WARNING",
@@ -193,8 +182,14 @@ def spawn(args, tmp: Path):
         procs.append(ServiceProcess("llm_service.main:create_app", env=llm_env, log_path=tmp / "llm.log",
                                     ready_path="/readyz"))
         args.llm_url = procs[-1].url
-    for p in procs:
-        p.start(timeout=300)
+    try:
+        for p in procs:          # both start at once, then wait for each
+            p.spawn()
+        for p in procs:
+            p.wait_ready(timeout=300)
+    except BaseException:
+        stop_all(procs)
+        raise
     return procs
 
 
@@ -240,12 +235,12 @@ def main(argv: list[str] | None = None) -> int:
             check_loopback(args.llm_url)
             result = asyncio.run(Soak(args).run())
         finally:
-            for proc in procs:
-                proc.stop()
+            stop_all(procs)
     print(f"command: {' '.join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:]))}")
     print(f"{result['requests']} requests in {result['wall_s']} s ({result['rps']} req/s) at concurrency "
           f"{result['concurrency']}; stopped by {result['stopped_by']}")
-    print(f"{'kind':<10}{'requests':>9}{'ok':>8}{'429':>7}{'errors':>8}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
+    print(f"{'kind':<10}{'requests':>9}{'ok':>8}{'429':>7}{'errors':>8}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}"
+          f"   ({DEFINITION})")
     for kind, k in result["per_kind"].items():
         print(f"{kind:<10}{k['requests']:>9}{k['ok']:>8}{k['intended_429']:>7}{sum(k['errors'].values()):>8}"
               f"{k['p50_ms']:>10}{k['p95_ms']:>10}{k['p99_ms']:>10}")

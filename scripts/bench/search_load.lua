@@ -6,7 +6,8 @@
 -- cache answers every one); MODE "miss" adds a "score_threshold" that is unique per request (a tiny
 -- value that drops nothing), so every request is a distinct cache key and runs the whole search path.
 -- done() prints one JSON line: requests, seconds, non-2xx, socket errors, responses that said
--- "cached":true, and latency percentiles in ms.
+-- "cached":true, the mean latency in ms and the latency histogram ("hist_us": [[microseconds, requests],
+-- ...]) from which the caller computes its percentiles (stack_dev.load.run_wrk).
 
 local bodies = {}
 local mode = "hit"
@@ -53,10 +54,16 @@ function done(summary, latency, requests)
   local c = 0
   for _, t in ipairs(threads) do c = c + (t:get("cached") or 0) end
   local e = summary.errors
+  -- the latency histogram, [microseconds, requests] per distinct value (wrk's stats API: #latency distinct
+  -- values, latency(i) -> value, count): the caller computes the percentiles with stack_dev.stats, the
+  -- definition every other script uses
+  local hist = {}
+  for i = 1, #latency do
+    local us, n = latency(i)
+    hist[#hist + 1] = string.format("[%d,%d]", us, n)
+  end
   io.write(string.format(
-    '{"requests":%d,"seconds":%.3f,"non_2xx":%d,"socket_errors":%d,"cached":%d,'
-      .. '"p50":%.3f,"p95":%.3f,"p99":%.3f,"mean":%.3f}\n',
+    '{"requests":%d,"seconds":%.3f,"non_2xx":%d,"socket_errors":%d,"cached":%d,"mean":%.3f,"hist_us":[%s]}\n',
     summary.requests, summary.duration / 1e6, e.status, e.connect + e.read + e.write + e.timeout, c,
-    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000,
-    latency.mean / 1000))
+    latency.mean / 1000, table.concat(hist, ",")))
 end

@@ -23,15 +23,13 @@ import collections
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "search-service"), str(ROOT / "common")]
+from stack_dev.procs import ROOT
 
 HIDDEN, FFN, LAYERS = 384, 1536, 6
 

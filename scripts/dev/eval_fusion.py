@@ -5,7 +5,7 @@ Keyword = the service's Analyzer + BM25Encoder document weights with the engine'
 (ln(1 + (N - n + 0.5)/(n + 0.5)), exactly what Qdrant's Modifier.Idf computes; the rank_bm25 oracle
 test shows the engine ranks identically), computed with scipy. Vector = the service's Embedder with
 an exact dot product. Hybrid = search_service.fusion.fuse over each retriever's top-N, as the
-service does. Prints nDCG@10 / Recall@100 per run as a markdown table.
+service does. Prints nDCG@10 / Recall@100 (stack_dev.beir's definitions) per run as a markdown table.
 
 The corpus matrix is cached (``--cache``), encoding SciFact takes minutes on one thread.
 
@@ -15,50 +15,18 @@ The corpus matrix is cached (``--cache``), encoding SciFact takes minutes on one
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "search-service"))
-
-from search_service.embeddings import DEFAULT_VARIANT, Embedder  # noqa: E402
-from search_service.fusion import fuse  # noqa: E402
-from search_service.text import Analyzer, BM25Encoder, term_id  # noqa: E402
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    qrels: dict[str, dict[str, int]] = defaultdict(dict)
-    with open(path) as fh:
-        for line in fh:
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) < 3 or not parts[2].lstrip("-").isdigit():
-                continue   # header
-            qrels[parts[0]][parts[1]] = int(parts[2])
-    return qrels
-
-
-def ndcg_at_10(ranked: list[str], rel: dict[str, int]) -> float:
-    dcg = sum(rel.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:10]))
-    ideal = sorted(rel.values(), reverse=True)[:10]
-    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
-    return dcg / idcg if idcg else 0.0
-
-
-def recall_at_100(ranked: list[str], rel: dict[str, int]) -> float:
-    pos = {d for d, g in rel.items() if g > 0}
-    return len(pos & set(ranked[:100])) / len(pos) if pos else 0.0
+from search_service.embeddings import DEFAULT_VARIANT, Embedder
+from search_service.fusion import fuse
+from search_service.text import Analyzer, BM25Encoder, term_id
+from stack_dev.beir import ndcg_at, read_corpus, read_qrels, read_queries, recall_at
+from stack_dev.procs import ROOT
 
 
 def main() -> None:
@@ -73,10 +41,11 @@ def main() -> None:
     ap.add_argument("--alphas", default="0.4,0.45,0.5,0.6")
     args = ap.parse_args()
 
-    docs = read_jsonl(args.dataset / "corpus.jsonl")
-    ids = [d["_id"] for d in docs]
+    corpus = read_corpus(args.dataset)
+    ids = list(corpus)
+    docs = list(corpus.values())
     texts = [(d.get("title", "") + " " + d["text"]).strip() for d in docs]
-    queries = {q["_id"]: q["text"] for q in read_jsonl(args.dataset / "queries.jsonl")}
+    queries = read_queries(args.dataset)
     qrels = read_qrels(args.qrels)
     qids = [q for q in qrels if q in queries]
 
@@ -127,8 +96,8 @@ def main() -> None:
         nd, rc = [], []
         for q in qids:
             ranked = rank(q)
-            nd.append(ndcg_at_10(ranked, qrels[q]))
-            rc.append(recall_at_100(ranked, qrels[q]))
+            nd.append(ndcg_at(ranked, qrels[q], 10))
+            rc.append(recall_at(ranked, qrels[q], 100))
         print(f"| {name} | {np.mean(nd):.4f} | {np.mean(rc):.4f} |", flush=True)
 
     print(f"{args.dataset.name}: {len(docs)} docs, {len(qids)} queries, BM25 k1={args.k1} b={args.b}, "

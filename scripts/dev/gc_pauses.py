@@ -12,7 +12,6 @@ prints those over 50 ms, then the logged collections. ``--no-freeze`` undoes the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -59,8 +58,8 @@ def main() -> None:
 
     import httpx
 
-    sys.path.insert(0, str(ROOT))
-    from tests.procs import free_port
+    from stack_dev.beir import read_queries
+    from stack_dev.procs import free_port, stop_process, wait_ready
 
     port = free_port()
     log = Path(tempfile.gettempdir()) / "gc_pauses_service.log"
@@ -71,14 +70,8 @@ def main() -> None:
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(600):
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        with open(Path(args.dataset) / "queries.jsonl") as f:
-            queries = [json.loads(line)["text"] for line in f if line.strip()]
+        wait_ready(url, "/readyz", proc, timeout=180, name="search-service (gc probe)", log_path=log)
+        queries = list(read_queries(args.dataset).values())
         salt = time.time()
         slow = []
         with httpx.Client(base_url=url, timeout=60) as c:
@@ -91,8 +84,7 @@ def main() -> None:
                 if ms > 50 and i > 0:                      # the first request warms up
                     slow.append((i, round(ms, 1), r.json().get("took_ms")))
     finally:
-        proc.terminate()
-        proc.wait(20)
+        stop_process(proc)
     gcs = [line.strip() for line in open(log) if line.startswith("GC ")]
     print(f"freeze: {not args.no_freeze}; {args.requests} sequential cache misses; over 50 ms: {len(slow)} {slow}")
     print(f"collections over 10 ms in the service (start-up included): {gcs}")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import re
 import shutil
 import subprocess
@@ -29,11 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-from bench_search import find_pid, run_wrk  # noqa: E402
+from stack_dev.beir import read_queries
+from stack_dev.load import run_wrk
+from stack_dev.procs import ROOT, pid_listening_on
+from stack_dev.stats import DEFINITION
 
 # (part, pattern on a py-spy frame "function (file:line)"); the innermost matching frame of a sample wins
 PARTS = [
@@ -104,13 +105,11 @@ def main(argv: list[str] | None = None) -> None:
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if args.py_spy and not Path(pyspy).exists():
         raise SystemExit("py-spy is not installed: pip install py-spy")
-    pid = find_pid(args.url)
+    pid = pid_listening_on(httpx.URL(args.url).port)
     if pid is None:
         raise SystemExit(f"no process listens at {args.url}")
 
-    with open(Path(args.dataset) / "queries.jsonl") as f:
-        queries = [json.loads(line)["text"] for line in f if line.strip()]
-    bodies = [{"query": q, "collection": args.collection, "limit": 10} for q in queries]
+    bodies = [{"query": q, "collection": args.collection, "limit": 10} for q in read_queries(args.dataset).values()]
     if args.kind == "hit":
         bodies = bodies[:50]
     run_wrk(args.url, bodies, 1, args.kind, 2, salt=int(time.time()))          # warm-up (and warm the cache)
@@ -134,7 +133,7 @@ def profile(args: argparse.Namespace, pid: int, bodies: list[dict], raw: Path, p
 
     n = max(1, r["n"])
     print(f"{args.kind}, concurrency {args.concurrency}: {r['n']} requests in {args.seconds:g} s "
-          f"({r['rps']:.0f}/s), p50 {r['p50']:.1f} ms, errors {r['errors']}")
+          f"({r['rps']:.0f}/s), p50 {r['p50']:.1f} ms, errors {r['errors']} ({DEFINITION})")
     print("| thread | CPU ms per request | busy |")
     print("|---|---|---|")
     rows = []

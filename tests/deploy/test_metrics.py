@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.llm_service.conftest import TINY_NAME, llm_env
-from tests.procs import ServiceProcess
+from stack_dev.procs import ServiceProcess
 
 from .conftest import run
 

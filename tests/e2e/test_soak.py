@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from tests.conftest import REDIS_URL, TINY_NAME
-from tests.procs import ROOT
+from stack_dev.procs import ROOT
 
 
 def test_short_soak(tiny_model_dir, redis_url):

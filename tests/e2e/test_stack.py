@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import TINY_NAME
-from tests.procs import ServiceProcess
+from stack_dev.procs import ServiceProcess
 
 SAMPLE = Path(__file__).resolve().parents[2] / "scripts" / "sample_corpus.jsonl"
 COLLECTION = "e2e"

@@ -27,7 +27,7 @@ def llm_env(models_dir: Path, **extra: str) -> dict[str, str]:
 
 
 def start_llm(tmp_path_factory, models_dir: Path, name: str, **extra: str):
-    from tests.procs import ServiceProcess
+    from stack_dev.procs import ServiceProcess
 
     log_path = tmp_path_factory.mktemp("logs") / f"llm-{name}.log"
     return ServiceProcess("llm_service.main:create_app", env=llm_env(models_dir, **extra), log_path=log_path,

@@ -12,7 +12,7 @@ from llm_service.engine.batching import AdmissionGate
 from llm_service.registry import ModelRegistry
 from llm_service.serving import GenerationService, GenerationTimeout
 from tests.llm_service.conftest import TINY_NAME, llm_env
-from tests.procs import ServiceProcess
+from stack_dev.procs import ServiceProcess
 
 
 async def test_timeout_cancels_generation(tiny_model_dir):

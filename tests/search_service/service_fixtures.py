@@ -6,14 +6,14 @@ test queries, other SciFact documents, and a few Korean documents written here.
 """
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.procs import ServiceProcess
+from stack_dev import beir
+from stack_dev.procs import ServiceProcess
 
 SCIFACT = Path("/work/shared/data/beir/scifact")
 N_QUERIES = 12        # test queries whose relevant documents are loaded
@@ -34,22 +34,12 @@ KOREAN_DOCS = [
 ]
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def load_fixture_corpus() -> tuple[list[dict], list[dict]]:
     """(documents for the API, [{query, relevant doc ids}]) — deterministic."""
-    qrels: dict[str, set[str]] = {}
-    with open(SCIFACT / "qrels" / "test.tsv") as f:
-        next(f)
-        for line in f:
-            qid, did, score = line.rstrip("\n").split("\t")
-            if int(score) > 0:
-                qrels.setdefault(qid, set()).add(did)
-    queries = {q["_id"]: q["text"] for q in read_jsonl(SCIFACT / "queries.jsonl")}
-    corpus = {d["_id"]: d for d in read_jsonl(SCIFACT / "corpus.jsonl")}
+    qrels = {q: beir.relevant(rels) for q, rels in beir.read_qrels(SCIFACT / "qrels" / "test.tsv").items()
+             if beir.relevant(rels)}
+    queries = beir.read_queries(SCIFACT)
+    corpus = beir.read_corpus(SCIFACT)
     chosen = [q for q in sorted(qrels, key=int) if q in queries][:N_QUERIES]
     wanted: list[str] = []
     for q in chosen:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import redis
 
-from tests.procs import free_port
+from stack_dev.procs import free_port
 from tests.search_service.service_fixtures import ingest, service_env, start_service
 
 

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.procs import free_port
+from stack_dev.procs import free_port
 from tests.search_service.service_fixtures import KOREAN_DOCS, ingest, service_env, start_service
 from tests.search_service.test_cache import metric, own_redis  # noqa: F401 (fixture)
 
@@ -179,7 +179,7 @@ def test_qdrant_server_unreachable(tmp_path, redis_url, unique_name):
     silent = SilentServer()
     env = service_env(tmp_path / "data", redis_url, unique_name, SEARCH_QDRANT_URL=f"http://127.0.0.1:{silent.port}",
                       SEARCH_QDRANT_TIMEOUT_S="1")
-    from tests.procs import ServiceProcess
+    from stack_dev.procs import ServiceProcess
     proc = ServiceProcess("search_service.main:create_app", env=env, log_path=tmp_path / "qdrant.log",
                           ready_path="/healthz").start(timeout=180)
     try:
