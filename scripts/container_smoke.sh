@@ -53,7 +53,7 @@ CONF
 export CONTAINERS_CONF="$SMOKE_DIR/containers.conf" CONTAINERS_STORAGE_CONF="$SMOKE_DIR/storage.conf"
 
 if ! command -v podman >/dev/null 2>&1; then
-  echo "container_smoke: SKIPPED: podman is not installed (ENSURE_PODMAN=1 bash scripts/ensure_tools.sh installs it)"
+  echo "container_smoke: SKIPPED: podman is not installed (bash scripts/ensure_tools.sh --podman installs it)"
   exit 0
 fi
 if ! why=$(podman info 2>&1 >/dev/null); then

@@ -123,10 +123,6 @@ class SearchCache:
         self.metrics.cache_hits.inc()
         return raw
 
-    async def get(self, key: str) -> dict[str, Any] | None:
-        raw = await self.get_raw(key)
-        return None if raw is None else json.loads(raw)
-
     async def set_raw(self, key: str, raw: bytes) -> None:
         if self._bypassed():
             return
@@ -134,9 +130,6 @@ class SearchCache:
             await self._call("set", lambda: self._client.set(key, raw, ex=self.ttl_s))
         except _Bypass:
             pass
-
-    async def set(self, key: str, value: dict[str, Any]) -> None:
-        await self.set_raw(key, json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
     async def ping(self) -> bool:
         """Try Redis now (readiness probe); updates the outage state."""

@@ -159,10 +159,6 @@ class BM25Encoder:
         idx = sorted(tfs)
         return SparseVector(indices=idx, values=[self.weight(tfs[i], doc_len, avgdl) for i in idx])
 
-    def encode_doc_text(self, text: str, avgdl: float) -> SparseVector:
-        tfs, dl = self.doc_stats(text)
-        return self.encode_doc(tfs, dl, avgdl)
-
     def encode_query(self, text: str) -> SparseVector:
         """1.0 per unique query term (indices sorted); empty when the query has no index terms."""
         idx = sorted({term_id(t) for t in self.analyzer.tokens(text)})

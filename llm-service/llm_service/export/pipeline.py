@@ -213,13 +213,13 @@ def step_evaluate(model_dir: Path, precisions: list[str], bench_tokens: int, ben
 
 
 def step_gate(model_dir: Path, precisions: list[str], variant_files: dict[str, str], eos_ids: list[int],
-              echo: Callable[[str], None]) -> dict:
+              echo: Callable[[str], None], workers: int) -> dict:
     """The quality gate on this machine (llm_service.quality.gate): every variant on the task suite
-    through the chat template, against fp32."""
+    through the chat template, against fp32, ``workers`` variants at a time."""
     from ..quality.gate import run_gate
 
     return run_gate(model_dir, model_dir / DIRS["fp32"], {p: f"{DIRS[p]}/model.onnx" for p in precisions},
-                    variant_files, eos_ids, echo=echo)
+                    variant_files, eos_ids, echo=echo, workers=workers)
 
 
 # ---------------------------------------------------------------------------------------- pipeline
@@ -227,7 +227,7 @@ def run_pipeline(source: str, name: str | None = None, models_dir: str | os.Path
                  precisions: list[str] | tuple[str, ...] | None = None, force: bool = False,
                  cache_dir: str | os.PathLike | None = None, opset: int | None = None,
                  validate: bool = True, bench_tokens: int = 64, bench_runs: int = 1,
-                 block_size: int = 32, accuracy_level: int = 4, gate: bool = True,
+                 block_size: int = 32, accuracy_level: int = 4, gate: bool = True, gate_workers: int | None = None,
                  echo: Callable[[str], None] | None = None) -> PipelineResult:
     """Build (or reuse) ``<models_dir>/<name>/`` for ``source`` ('smollm2', 'tiny' or a HF folder).
 
@@ -237,7 +237,8 @@ def run_pipeline(source: str, name: str | None = None, models_dir: str | os.Path
     built on request); an explicit list builds exactly those (fp32 always). ``block_size`` and
     ``accuracy_level`` configure the weight-only variants. ``gate`` runs the quality gate
     (llm_service.quality.gate) and makes its choice the manifest's CPU default; without it the CPU
-    default is fp32 and the service gates at load.
+    default is fp32 and the service gates at load. ``gate_workers`` variants are gated at once (default:
+    one per core, as nothing else runs during a build; the results do not depend on it).
     """
     from filelock import FileLock
 
@@ -307,7 +308,8 @@ def run_pipeline(source: str, name: str | None = None, models_dir: str | os.Path
 
             eos_ids = _eos_ids(model_dir)
             gate_record = run("gate", {"key": record_key(variant_files), "eos": eos_ids},
-                              lambda: step_gate(model_dir, precisions, variant_files, eos_ids, echo), None)["info"]
+                              lambda: step_gate(model_dir, precisions, variant_files, eos_ids, echo,
+                                                gate_workers or os.cpu_count() or 1), None)["info"]
         manifest = _build_manifest(name, model_dir, src_params, src["info"], precisions,
                                    {p: q["info"] for p, q in quant.items()}, ev["info"], state, gate_record)
         mpath = model_dir / MANIFEST_NAME

@@ -23,6 +23,7 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -37,6 +38,7 @@ TASK_TOLERANCE = 0.10      # fraction of the suite: 5 of 50 tasks
 AGREEMENT_FLOOR = 0.90     # teacher-forced top-1 agreement with fp32 over fp32's answer tokens
 MAX_NEW_TOKENS = 20        # the answer is in the first sentence
 GATE_VERSION = 1
+SPEED_PROMPTS = 8          # prompts timed per variant, one variant at a time, when the gate ran variants at once
 
 
 @dataclass(frozen=True)
@@ -113,10 +115,19 @@ def decide(results: dict[str, dict], policy: Policy) -> tuple[dict[str, dict], s
 def run_gate(model_dir: Path, tokenizer_dir: Path, variant_paths: dict[str, str],
              variant_files: dict[str, str], eos_token_ids: Iterable[int], policy: Policy = Policy(),
              tasks: tuple[Task, ...] = TASKS, intra_op_threads: int = 1,
-             echo: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> dict[str, Any]:
+             echo: Callable[[str], None] | None = None, stop: threading.Event | None = None,
+             workers: int = 1) -> dict[str, Any]:
     """Measure every variant (``{name: path relative to model_dir}``; must include fp32) on this machine
     and return the gate record (JSON-ready). ``variant_files`` are the variants' sha256s (record key).
-    ``stop`` set: :class:`GateStopped` at the next prompt."""
+    ``stop`` set: :class:`GateStopped` at the next prompt.
+
+    ``workers`` variants are measured at once, each on its own thread with its own session of
+    ``intra_op_threads`` threads (onnxruntime releases the GIL while it runs): the answers and agreement
+    are the same as one at a time (same sessions, same thread count). Speed, which picks the variant served,
+    is not measured while variants share the machine: with more than one worker, each variant's decode
+    tok/s and TTFT are timed afterwards, one variant at a time, on the first ``SPEED_PROMPTS`` prompts. The
+    build pipeline uses one worker per core; the service's background gate one, so it never takes the
+    serving core."""
     from ..engine.tokenizer import Tokenizer
     from ..export.ort_lm import OrtCausalLM, agreement
 
@@ -132,22 +143,30 @@ def run_gate(model_dir: Path, tokenizer_dir: Path, variant_paths: dict[str, str]
     eos = set(int(e) for e in eos_token_ids)
     t0 = time.perf_counter()
     order = ["fp32", *sorted(n for n in variant_paths if n != "fp32")]
-    ref = OrtCausalLM(Path(model_dir) / variant_paths["fp32"], intra_op_threads=intra_op_threads)
-    results: dict[str, dict] = {}
-    ref_ids: list[list[int]] = []
+    workers = max(1, min(int(workers), len(order)))
+    lms = {name: OrtCausalLM(Path(model_dir) / variant_paths[name], intra_op_threads=intra_op_threads)
+           for name in order}
+    ref = lms["fp32"]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gate") as pool:
+        answered = pool.map(lambda n: evaluate_variant(lms[n], tok, prompts, tasks, eos, policy.max_new_tokens,
+                                                       stop), order)
+        results: dict[str, dict] = dict(zip(order, answered))
+        ref_ids = results["fp32"]["ids"]
+        results["fp32"]["agreement"] = {"top1": 1.0, "kl_nats": 0.0,
+                                        "positions": sum(len(a) + 1 for a in ref_ids)}
+        # positions that predict fp32's answer tokens and its end: from the prompt's last token on
+        seqs, starts = [p + a for p, a in zip(prompts, ref_ids)], [len(p) - 1 for p in prompts]
+        others = order[1:]
+        for name, agree in zip(others, pool.map(lambda n: agreement(ref, lms[n], seqs, starts=starts), others)):
+            results[name]["agreement"] = agree
+    if workers > 1:          # time each variant alone (see the docstring)
+        for name in order:
+            alone = evaluate_variant(lms[name], tok, prompts[:SPEED_PROMPTS], tasks[:SPEED_PROMPTS], eos,
+                                     policy.max_new_tokens, stop)
+            results[name]["tokens_per_s"], results[name]["ttft_ms"] = alone["tokens_per_s"], alone["ttft_ms"]
     for name in order:
-        lm = ref if name == "fp32" else OrtCausalLM(Path(model_dir) / variant_paths[name],
-                                                    intra_op_threads=intra_op_threads)
-        r = evaluate_variant(lm, tok, prompts, tasks, eos, policy.max_new_tokens, stop)
-        if name == "fp32":
-            ref_ids = r["ids"]
-            r["agreement"] = {"top1": 1.0, "kl_nats": 0.0, "positions": sum(len(a) + 1 for a in ref_ids)}
-        else:
-            # positions that predict fp32's answer tokens and its end: from the prompt's last token on
-            r["agreement"] = agreement(ref, lm, [p + a for p, a in zip(prompts, ref_ids)],
-                                       starts=[len(p) - 1 for p in prompts])
+        r = results[name]
         del r["ids"]
-        results[name] = r
         echo(f"gate {name:<5} tasks {sum(r['correct']):>2}/{len(tasks)}  agreement {r['agreement']['top1']:.3f}"
              f"  KL {r['agreement']['kl_nats']:.3f}  {r['tokens_per_s'] or 0:.1f} tok/s")
     results, chosen = decide(results, policy)
@@ -155,7 +174,7 @@ def run_gate(model_dir: Path, tokenizer_dir: Path, variant_paths: dict[str, str]
             "cpu": cpu_info(), "suite": {"digest": suite_digest(tasks), "tasks": len(tasks)},
             "policy": policy.as_dict(), "files": dict(sorted(variant_files.items())),
             "measured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "seconds": round(time.perf_counter() - t0, 1), "intra_op_threads": intra_op_threads,
+            "seconds": round(time.perf_counter() - t0, 1), "intra_op_threads": intra_op_threads, "workers": workers,
             "variants": results, "chosen": chosen}
 
 
