@@ -1,10 +1,10 @@
 """Keep Python's full garbage collections off the request path.
 
-A service's start (models, tokenizers, the engine's bindings, FastAPI's routing) leaves ~150k objects that
-live as long as the process. Every full (generation 2) collection walks them all. Measured in
-search-service with ``python scripts/dev/gc_pauses.py --data-dir DIR [--no-freeze]`` (1,000 sequential
-cache misses on SciFact, 2026-11-25): without the freeze, full collections of 108-127 ms and 2 requests
-of 133 and 142 ms; with it (:func:`gc.freeze` once the service is ready), 0 requests over 50 ms.
+A service's start (models, tokenizers, the engine's bindings, FastAPI's routing) leaves a large number of
+objects that live as long as the process. Every full (generation 2) collection walks them all, and on
+the request path such a walk shows up as a latency spike. :func:`gc.freeze` once the service is ready
+moves them out of the collector's view. The measurement (``python scripts/dev/gc_pauses.py --data-dir DIR
+[--no-freeze]``, with and without the freeze) is in the README.
 
 Cost: objects frozen here are never collected as cycles. What is reachable at the end of start-up mostly
 lives as long as the process; an llm-service model unloaded later frees its onnxruntime memory by

@@ -205,7 +205,7 @@ def fuse(results: dict[str, list[tuple[str, float]]], method: str = DEFAULT_METH
         else:
             score = raw / total_w
         score = min(1.0, max(0.0, score))
-        if len(src) == 1:                       # (a generator min() here cost ~1 ms per query)
+        if len(src) == 1:                       # (a generator min() here was a measurable part of a query)
             best_rank = next(iter(src.values()))[0]
         else:
             best_rank = min([r for r, _ in src.values()])

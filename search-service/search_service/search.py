@@ -33,7 +33,7 @@ from .core.settings import Settings
 from .store.base import Filter, Hit, SparseVector, VectorStore
 
 Mode = Literal["hybrid", "vector", "keyword"]
-# Candidates carry no payload (reading even the doc_id key of 100 hits costs the engine ~0.5 ms):
+# Candidates carry no payload (reading even the doc_id key of 100 hits is a large part of a query's cost):
 # the catalog's DocIds maps their point ids to documents, and the returned page's payloads are fetched by id.
 CANDIDATE_PAYLOAD = False
 

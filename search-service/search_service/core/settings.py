@@ -78,7 +78,7 @@ class Settings(BaseSettings, AuthSettings):
     embed_doc_tokens: int = Field(256, ge=16, le=256,
                                   description="Tokens of each chunk the embedding model sees when ingesting (256 = the "
                                               "model's limit). Fixed per collection at creation; the model's cost is "
-                                              "linear in tokens, so 128 ingests long texts ~2x faster.")
+                                              "about linear in tokens, so fewer ingest long texts faster.")
     chunk_words: int = Field(384, ge=16, le=4096,
                              description="Documents longer than this many words are split into chunks "
                                          "(each chunk is embedded and BM25-indexed; hits collapse to the document).")

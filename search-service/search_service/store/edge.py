@@ -13,9 +13,9 @@ builds it under ``collections/.tmp-*`` and renames it into place; deleting renam
 
 Threads: EdgeShard is thread-safe (a Rust object shared across threads; it releases the GIL while it
 works). Writes (upsert, delete, metadata, create/drop) run in ``asyncio.to_thread`` under a per-collection
-lock. Queries take ~0.1-0.5 ms, so they run inline on the event loop, except while a write to the same
-collection is in flight: a query then waits for the writer inside the engine (measured up to ~150 ms
-behind a 5k-point upsert), so it goes to a thread instead of stalling the loop.
+lock. Queries are short (well under a millisecond at SciFact size), so they run inline on the event loop,
+except while a write to the same collection is in flight: a query then waits for the writer inside the
+engine (as long as a large upsert takes), so it goes to a thread instead of stalling the loop.
 
 Settings (the figures behind them: ``scripts/bench_store.py`` and the README's "Vector store" section):
 
@@ -64,7 +64,7 @@ META_FILE = "meta.json"
 # Deleted points keep counting in the sparse index's IDF statistics until their segment is vacuumed
 # (the Qdrant server behaves the same). After a delete we run the optimizer, which vacuums a segment once
 # this fraction of it is deleted: BM25 IDF then drifts by at most ~5% of the points, and a tiny delete
-# stays cheap (optimize() returns in ~0.2 ms when nothing is planned).
+# stays cheap (optimize() returns at once when nothing is planned).
 VACUUM_DELETED_FRACTION = 0.05
 SHARD_DIR = "shard"
 
@@ -248,8 +248,8 @@ class EdgeStore(VectorStore):
         return [await self._read(c, lambda c=c: self._info(c)) for c in list(self._collections.values())]
 
     async def _get_collection(self, name: str) -> CollectionInfo:
-        """Cached until the collection's next write (an exact count and a copy of the metadata cost
-        ~0.5 ms, on every search). The returned object is shared: treat it as read-only."""
+        """Cached until the collection's next write (an exact count and a copy of the metadata would
+        otherwise be paid on every search). The returned object is shared: treat it as read-only."""
         coll = self._get(name)
         info = coll.info
         if info is None:
