@@ -63,3 +63,48 @@ def test_body_size_limit_413_by_header_and_by_stream():
     r = client.post("/echo", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413
     assert client.post("/echo", json={"n": 3}).json() == {"n": 3}
+
+
+# ---- domain errors by kind, mapped to HTTP in one place ---------------------------------------
+
+def test_each_kind_of_domain_error_gets_its_status_and_shape():
+    from stack_common import errors as e
+
+    expected = {e.ServiceError: 400, e.InvalidRequest: 422, e.ContextTooLong: 400, e.TooLarge: 413,
+                e.NotFound: 404, e.Conflict: 409, e.Overloaded: 429, e.ClientClosed: 499, e.Failed: 500,
+                e.Unavailable: 503, e.TimedOut: 504}
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/raise/{name}")
+    def raise_(name: str) -> dict:
+        cls = getattr(e, name)
+        raise cls(f"{name} happened", details={"n": 1}, retry_after_s=2.5 if cls is e.Overloaded else None)
+
+    client = TestClient(app)
+    for cls, status in expected.items():
+        r = client.get(f"/raise/{cls.__name__}")
+        assert r.status_code == status, cls
+        assert r.json() == {"error": {"type": cls.error_type, "message": f"{cls.__name__} happened",
+                                      "details": {"n": 1}}}
+        assert r.headers.get("retry-after") == ("3" if cls is e.Overloaded else None)   # rounded up
+
+
+def test_a_service_maps_its_own_kinds_and_subclasses_answer_as_their_kind():
+    from search_service.llm_client import LLMRejected, LLMUnavailable
+    from search_service.main import SEARCH_ERROR_STATUS
+    from stack_common.http_errors import http_status
+
+    assert http_status(LLMUnavailable("down")) == 503                       # a subclass answers as its kind
+    for upstream, status in ((400, 400), (404, 404), (409, 409), (413, 413), (422, 422), (401, 502), (418, 502)):
+        assert http_status(LLMRejected("no", upstream_status=upstream), SEARCH_ERROR_STATUS) == status
+    assert http_status(LLMRejected("no", upstream_status=404)) == 400       # unmapped: the base kind
+
+
+def test_domain_errors_do_not_import_the_web_framework():
+    import subprocess
+    import sys
+
+    code = "import sys, stack_common.errors; print(sorted(m for m in ('fastapi', 'starlette') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
