@@ -66,6 +66,7 @@ async def test_unload_waits_for_in_flight_requests(registry):
     events = lease.engine.generate(GenerationRequest(tok.encode("hello"), SamplingParams(max_new_tokens=40,
                                                                                           temperature=0)))
     first = await anext(events)
+    assert first.finish_reason is None                                  # in flight when the unload comes
     answer = await registry.unload("tiny-b")
     assert answer == {"model": "tiny-b", "status": "draining", "in_flight": 1}
     assert "tiny-b" not in registry.loaded and model_b.engines      # gone for new requests, still running
