@@ -1,12 +1,21 @@
 """Fixtures for the search-service HTTP tests (star-imported by this package's conftest.py).
 
-One real service process (uvicorn, embedded engine in a temp data dir, real Redis, real embedder)
-is shared by the session, with one small collection: SciFact documents relevant to a handful of
-test queries, other SciFact documents, and a few Korean documents written here.
+One app is shared by the session, served in this process (``create_app(Settings(...))`` behind
+Starlette's TestClient: an ``httpx.Client`` over an ASGI transport, the lifespan run on entry and exit) on
+the embedded engine in a temp data dir, real Redis and the real embedder, with one small collection:
+SciFact documents relevant to a handful of test queries, other SciFact documents, and a few Korean
+documents written here. Tests where a real process is the point (kills, signals, restarts, HTTP framing,
+tools that need a URL) start one with ``start_service``.
 """
 from __future__ import annotations
 
+import fcntl
+import gc
+import logging
 import random
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -15,6 +24,7 @@ import pytest
 from stack_dev import beir
 from stack_dev.procs import ServiceProcess
 
+REPO = Path(__file__).resolve().parents[2]
 SCIFACT = Path("/work/shared/data/beir/scifact")
 N_QUERIES = 12        # test queries whose relevant documents are loaded
 N_DOCS = 40           # SciFact documents in the fixture corpus
@@ -71,6 +81,59 @@ def start_service(tmp: Path, env: dict[str, str], name: str = "search") -> Servi
                           ready_path="/readyz").start(timeout=180)
 
 
+def app_settings(data_dir: Path, redis_url: str, prefix: str, **extra):
+    """The in-process counterpart of ``service_env``: the same settings, passed explicitly."""
+    from search_service.core.settings import Settings
+
+    return Settings(**{"data_dir": data_dir, "redis_url": redis_url, "cache_prefix": prefix, "log_json": True,
+                       "redis_timeout_s": 0.2, "models_dir": REPO / "models", **extra})
+
+
+_root_log_state: list = []      # the root logger's level and handlers before the first open app configured it
+_open_apps = [0]
+
+
+@contextmanager
+def serve_in_process(settings) -> Iterator[httpx.Client]:
+    """``create_app(settings)`` served in this process: a TestClient (an ``httpx.Client`` over an ASGI
+    transport) whose context runs the app's lifespan. Server errors come back as responses (500), as a
+    real server would send them, and redirects are not followed (as with a plain ``httpx.Client``).
+
+    On exit the app is closed, and this checks what closing must release: every thread the app started
+    has ended, and the embedded engine's data-dir flock is free. It also undoes what the app did to the
+    test process: ``gc.freeze`` (the service freezes its start-up objects) and, once the last app is
+    closed, the root logger's configuration."""
+    from fastapi.testclient import TestClient
+
+    from search_service.main import create_app
+
+    root = logging.getLogger()
+    if _open_apps[0] == 0:
+        _root_log_state[:] = [root.level, list(root.handlers)]
+    _open_apps[0] += 1
+    before = set(threading.enumerate())
+    try:
+        with TestClient(create_app(settings), raise_server_exceptions=False, follow_redirects=False) as client:
+            started = set(threading.enumerate()) - before      # the app's event loop, embedder, executor
+            yield client
+    finally:
+        gc.unfreeze()
+        _open_apps[0] -= 1
+        if _open_apps[0] == 0:
+            level, handlers = _root_log_state
+            for h in list(root.handlers):
+                if getattr(h, "_stack_common", False) and h not in handlers:
+                    root.removeHandler(h)
+            root.setLevel(level)
+    for t in started:
+        t.join(10)
+    assert not [t.name for t in started if t.is_alive()], "threads left running by a closed app"
+    if not settings.qdrant_url:
+        with open(Path(settings.data_dir) / ".lock", "a+") as fh:          # raises if still held
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def ingest(client: httpx.Client, collection: str, docs: list[dict], batch: int = 32) -> None:
     for start in range(0, len(docs), batch):
         r = client.post(f"/collections/{collection}/documents", json={"documents": docs[start:start + batch]})
@@ -83,18 +146,15 @@ def fixture_corpus() -> tuple[list[dict], list[dict]]:
 
 
 @pytest.fixture(scope="session")
-def search_proc(tmp_path_factory, redis_url):
+def search_settings(tmp_path_factory, redis_url):
+    """Settings of the shared session app (tests read e.g. its cache prefix)."""
     tmp = tmp_path_factory.mktemp("search-svc")
-    prefix = "tsearch-" + tmp.name
-    proc = start_service(tmp, service_env(tmp / "data", redis_url, prefix, SEARCH_MAX_BODY_BYTES="2000000"))
-    proc.log_file = tmp / "search.log"
-    yield proc
-    proc.stop()
+    return app_settings(tmp / "data", redis_url, "tsearch-" + tmp.name, max_body_bytes=2_000_000)
 
 
 @pytest.fixture(scope="session")
-def client(search_proc):
-    with httpx.Client(base_url=search_proc.url, timeout=60) as c:
+def client(search_settings):
+    with serve_in_process(search_settings) as c:
         yield c
 
 

@@ -1,5 +1,6 @@
-"""search-service over real HTTP: collections, documents, the three search modes, filters,
-paging, explain, scores, metrics and bad input. Shared service + collection from service_fixtures."""
+"""search-service over HTTP (the app in-process, through an ASGI transport): collections, documents, the three
+search modes, filters, paging, explain, scores, metrics and bad input. Shared app + collection from
+service_fixtures."""
 from __future__ import annotations
 
 import httpx

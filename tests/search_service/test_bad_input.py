@@ -1,12 +1,17 @@
-"""Hostile and malformed input to the search-service over real HTTP (the shared session service): every case
-gets a clear 4xx or is stored and returned verbatim; never a 5xx."""
+"""Hostile and malformed input to the search-service: every case gets a clear 4xx or is stored and returned
+verbatim; never a 5xx. Most cases go to the shared session app (in-process, through an ASGI transport); the
+ones about what a real HTTP server does with the bytes on the wire (chunked framing, percent-escapes in the
+path) go to a real service process."""
 from __future__ import annotations
 
 import json
 import uuid
 from urllib.parse import quote
 
+import httpx
 import pytest
+
+from tests.search_service.service_fixtures import service_env, start_service
 
 INJECTION_IDS = ["x'; DROP TABLE docs;--", '{"$ne": null}', "../../etc/passwd", "a\"b\\c", "<script>alert(1)</script>",
                  "%2e%2e%2f", "1 OR 1=1", "문서-한국어 ✓", "emoji-🙂"]
@@ -19,15 +24,41 @@ def coll(client):
     return name
 
 
+@pytest.fixture(scope="module")
+def http_coll(tmp_path_factory, redis_url):
+    """(client of a real service process over HTTP, a collection of it), same settings as the session app."""
+    tmp = tmp_path_factory.mktemp("bad-input-http")
+    proc = start_service(tmp, service_env(tmp / "data", redis_url, "tbad-" + tmp.name,
+                                          SEARCH_MAX_BODY_BYTES="2000000"), "bad-input")
+    try:
+        with httpx.Client(base_url=proc.url, timeout=60) as c:
+            assert c.post("/collections", json={"name": "bad"}).status_code == 201
+            yield c, "bad"
+    finally:
+        proc.stop()
+
+
+def chunked_upload() -> dict:
+    """A 2.6 MB upload as an iterator: httpx sends it chunked (no Content-Length), 64 KiB a chunk."""
+    return dict(content=iter([b'{"documents": [{"id": "x", "text": "'] + [b"a" * 65536] * 40 + [b'"}]}']),
+                headers={"content-type": "application/json"})
+
+
 def test_huge_body_413(client, coll):
     big = "a" * 2_100_000                                    # over the fixture service's 2 MB limit
     r = client.post("/search/hybrid", content=json.dumps({"query": big, "collection": coll}),
                     headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.json()["error"]["type"] == "payload_too_large"
-    # chunked (no Content-Length): refused while streaming
-    r = client.post(f"/collections/{coll}/documents", content=iter([b'{"documents": [{"id": "x", "text": "'] +
-                                                                   [b"a" * 65536] * 40 + [b'"}]}']),
-                    headers={"content-type": "application/json"})
+    # no Content-Length: counted as it is received (the ASGI transport hands the app the body at once)
+    r = client.post(f"/collections/{coll}/documents", **chunked_upload())
+    assert r.status_code == 413
+
+
+def test_chunked_huge_body_413_over_real_http(http_coll):
+    """Chunked framing is the HTTP server's to decode: over a real socket the chunks reach the app one by one
+    and the 413 is sent while the client is still sending."""
+    client, coll = http_coll
+    r = client.post(f"/collections/{coll}/documents", **chunked_upload())       # refused while streaming
     assert r.status_code == 413
 
 
@@ -74,7 +105,10 @@ def test_negative_and_huge_limits(client, coll, body):
     assert 400 <= r.status_code < 500 or (r.status_code == 200 and r.json()["results"] == []), r.text
 
 
-def test_injection_ids_and_unicode_round_trip(client, coll):
+def test_injection_ids_and_unicode_round_trip(http_coll):
+    """Over real HTTP: an id is percent-escaped in the document URL and the server decodes the path once
+    (Starlette's TestClient decodes it twice: ``%252e`` would reach the app as ``.``)."""
+    client, coll = http_coll
     docs = [{"id": did, "title": f"제목 {i}", "text": f"injection probe number {i} 서울 지하철 노선 {did}",
              "metadata": {"raw": did, "n": i}} for i, did in enumerate(INJECTION_IDS)]
     r = client.post(f"/collections/{coll}/documents", json={"documents": docs})

@@ -1,8 +1,9 @@
-"""The Redis cache over real HTTP: hits on repeat, invalidation by writes, and Redis outages
-(a closed port; a real redis-server of our own that we stop and start again)."""
+"""The Redis cache over HTTP (the app in-process, through an ASGI transport): hits on repeat, invalidation by
+writes, and Redis outages (a closed port; a real redis-server of our own that we stop and start again)."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import time
@@ -11,8 +12,9 @@ import httpx
 import pytest
 import redis
 
+from stack_common.logs import JsonFormatter
 from stack_dev.procs import free_port
-from tests.search_service.service_fixtures import ingest, service_env, start_service
+from tests.search_service.service_fixtures import app_settings, ingest, serve_in_process
 
 
 def hybrid(client: httpx.Client, **body) -> dict:
@@ -63,13 +65,13 @@ def test_repeat_is_a_hit_and_writes_invalidate(client, unique_name):
         client.delete(f"/collections/{unique_name}")
 
 
-def test_keys_carry_prefix_and_ttl(client, search_proc, redis_url, unique_name):
+def test_keys_carry_prefix_and_ttl(client, search_settings, redis_url, unique_name):
     client.post("/collections", json={"name": unique_name})
     try:
         ingest(client, unique_name, [{"id": "a", "text": "cache key check"}])
         hybrid(client, query="cache key", collection=unique_name)
         r = redis.Redis.from_url(redis_url)
-        prefix = search_proc.env["SEARCH_CACHE_PREFIX"]
+        prefix = search_settings.cache_prefix
         keys = list(r.scan_iter(f"{prefix}:{unique_name}:*"))
         assert len(keys) == 1
         assert 0 < r.ttl(keys[0]) <= 300
@@ -113,63 +115,60 @@ def own_redis(tmp_path):
     own.stop()
 
 
-def test_redis_outages_bypass_the_cache_and_never_serve_stale(tmp_path, own_redis):
+def test_redis_outages_bypass_the_cache_and_never_serve_stale(tmp_path, own_redis, caplog):
     """One service through three outages: Redis absent at start (closed port), Redis unresponsive
     with its data kept (CLIENT PAUSE), Redis stopped and restarted empty. Writes happen during the
     outages; searches always answer, and nothing cached before a write is served after it."""
-    env = service_env(tmp_path / "data", own_redis.url, "tout", SEARCH_REDIS_RETRY_S="0.2",
-                      SEARCH_CACHE_TTL_S="600")
-    proc = start_service(tmp_path, env, "outage")     # Redis not started yet: a closed port
+    caplog.set_level(logging.INFO)                  # every logger, as the service logs (SEARCH_LOG_LEVEL=INFO)
+    settings = app_settings(tmp_path / "data", own_redis.url, "tout", redis_retry_s=0.2, cache_ttl_s=600)
     q = {"query": "photosynthesis in leaves", "collection": "docs"}
 
     def ids(res):
         return [h["id"] for h in res["results"]]
 
-    try:
-        with httpx.Client(base_url=proc.url, timeout=60) as c:
-            # 1. closed port: ready, searches answer uncached, errors counted
-            ready = c.get("/readyz")
-            assert ready.status_code == 200 and ready.json()["checks"]["redis"] == "down (cache bypassed)"
-            c.post("/collections", json={"name": "docs"})
-            ingest(c, "docs", [{"id": "v1", "text": "the original answer about photosynthesis"}])
-            for _ in range(5):
-                res = hybrid(c, **q)
-                assert res["cached"] is False and ids(res) == ["v1"]
-            assert metric(c, "search_cache_errors_total") >= 1 and metric(c, "search_cache_hits_total") == 0
-
-            # 2. Redis comes up: the cache resumes by itself
-            r = own_redis.start()
-            time.sleep(0.3)
-            assert hybrid(c, **q)["cached"] is False
-            assert hybrid(c, **q)["cached"] is True
-            assert c.get("/readyz").json()["checks"]["redis"] == "ok"
-
-            # 3. Redis unresponsive but keeping its data; a write lands meanwhile
-            r.client_pause(3000, all=True)
-            t0 = time.monotonic()
-            slow = hybrid(c, **q)
-            assert slow["cached"] is False and time.monotonic() - t0 < 2.5    # bypassed, not waited for
-            ingest(c, "docs", [{"id": "v2", "text": "a newer answer about photosynthesis in green leaves"}])
-            time.sleep(max(0.0, 3.3 - (time.monotonic() - t0)))
-            assert r.dbsize() >= 1                    # the pre-write entry is still in Redis ...
-            res = hybrid(c, **q)
-            assert res["cached"] is False and "v2" in ids(res)     # ... and is not served
-            assert hybrid(c, **q)["cached"] is True
-
-            # 4. Redis stopped; a delete lands; Redis restarts empty
-            own_redis.stop()
-            res = hybrid(c, **q)
-            assert res["cached"] is False and "v2" in ids(res)
-            c.request("DELETE", "/collections/docs/documents", json={"ids": ["v2"]})
-            assert c.get("/readyz").json()["checks"]["redis"] == "down (cache bypassed)"
-            own_redis.start()
-            time.sleep(0.3)
+    with serve_in_process(settings) as c:           # Redis not started yet: a closed port
+        # 1. closed port: ready, searches answer uncached, errors counted
+        ready = c.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["checks"]["redis"] == "down (cache bypassed)"
+        c.post("/collections", json={"name": "docs"})
+        ingest(c, "docs", [{"id": "v1", "text": "the original answer about photosynthesis"}])
+        for _ in range(5):
             res = hybrid(c, **q)
             assert res["cached"] is False and ids(res) == ["v1"]
-            assert hybrid(c, **q)["cached"] is True
-    finally:
-        proc.stop()
-    log = (tmp_path / "outage.log").read_text()
+        assert metric(c, "search_cache_errors_total") >= 1 and metric(c, "search_cache_hits_total") == 0
+
+        # 2. Redis comes up: the cache resumes by itself
+        r = own_redis.start()
+        time.sleep(0.3)
+        assert hybrid(c, **q)["cached"] is False
+        assert hybrid(c, **q)["cached"] is True
+        assert c.get("/readyz").json()["checks"]["redis"] == "ok"
+
+        # 3. Redis unresponsive but keeping its data; a write lands meanwhile
+        r.client_pause(3000, all=True)
+        t0 = time.monotonic()
+        slow = hybrid(c, **q)
+        assert slow["cached"] is False and time.monotonic() - t0 < 2.5    # bypassed, not waited for
+        ingest(c, "docs", [{"id": "v2", "text": "a newer answer about photosynthesis in green leaves"}])
+        time.sleep(max(0.0, 3.3 - (time.monotonic() - t0)))
+        assert r.dbsize() >= 1                    # the pre-write entry is still in Redis ...
+        res = hybrid(c, **q)
+        assert res["cached"] is False and "v2" in ids(res)     # ... and is not served
+        assert hybrid(c, **q)["cached"] is True
+
+        # 4. Redis stopped; a delete lands; Redis restarts empty
+        own_redis.stop()
+        res = hybrid(c, **q)
+        assert res["cached"] is False and "v2" in ids(res)
+        c.request("DELETE", "/collections/docs/documents", json={"ids": ["v2"]})
+        assert c.get("/readyz").json()["checks"]["redis"] == "down (cache bypassed)"
+        own_redis.start()
+        time.sleep(0.3)
+        res = hybrid(c, **q)
+        assert res["cached"] is False and ids(res) == ["v1"]
+        assert hybrid(c, **q)["cached"] is True
+    # the log lines as the service writes them (stack_common.logs)
+    log = "\n".join(JsonFormatter().format(rec) for rec in caplog.records)
     # one warning per outage (not per request), one line when it is over
     assert log.count("redis unavailable") == 3, log
     assert log.count("redis available again") == 3, log

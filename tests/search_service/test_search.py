@@ -1,12 +1,12 @@
 """The search use case on both store paths, and its pluggable parts.
 
-* The qdrant-client path (``SEARCH_QDRANT_URL=:memory:``, qdrant-client's local mode) serves the same
-  API and returns the same top documents as the embedded engine for the same corpus and queries.
+* The qdrant-client path (``qdrant_url=":memory:"``, qdrant-client's local mode) serves the same API and
+  returns the same top documents as the embedded engine for the same corpus and queries (both apps
+  in-process).
 * Units: filter language → store Filter; chunk collapsing; the retriever/reranker protocols.
 """
 from __future__ import annotations
 
-import httpx
 import pytest
 from stack_common.errors import InvalidRequest
 
@@ -14,19 +14,17 @@ from search_service.collections import DocIds, chunk_point_id
 from search_service.search import collapse
 from search_service.store.filters import FilterError, parse_filter
 from search_service.store.base import FieldCondition, Filter, Hit
-from tests.search_service.service_fixtures import ingest, service_env, start_service
+from tests.search_service.service_fixtures import app_settings, ingest, serve_in_process
 
 
 @pytest.fixture(scope="module")
 def memory_service(tmp_path_factory, redis_url, fixture_corpus):
     tmp = tmp_path_factory.mktemp("search-mem")
-    env = service_env(tmp / "data", redis_url, "tmem-" + tmp.name, SEARCH_QDRANT_URL=":memory:")
-    proc = start_service(tmp, env, "memory")
-    with httpx.Client(base_url=proc.url, timeout=60) as c:
+    settings = app_settings(tmp / "data", redis_url, "tmem-" + tmp.name, qdrant_url=":memory:")
+    with serve_in_process(settings) as c:
         c.post("/collections", json={"name": "fixture"})
         ingest(c, "fixture", fixture_corpus[0])
         yield c
-    proc.stop()
 
 
 def test_qdrant_client_path_serves_the_same_api_and_results(memory_service, client, loaded, fixture_corpus):
