@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import (ClientClosed, Conflict, ContextTooLong, Failed, InvalidRequest, NotFound, Overloaded,
@@ -38,6 +39,37 @@ STATUS: dict[type[ServiceError], Status] = {
     Unavailable: 503,
     TimedOut: 504,
 }
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer (documented in the OpenAPI spec, so schema checks cover errors too)."""
+    error: ErrorDetail
+
+
+_DESCRIPTIONS = {
+    400: "Bad request: the message says what is wrong", 401: "Missing or unknown API key",
+    403: "The key may not do this (admin operations)", 404: "Not found", 409: "Conflicts with the current state",
+    413: "Request larger than a configured limit", 422: "Invalid field: which one and why",
+    429: "Overloaded: retry after Retry-After seconds", 500: "Internal error (logged, no details returned)",
+    503: "A dependency is down, or the service is not ready", 504: "Did not finish within its deadline",
+}
+
+
+def error_responses(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error statuses, all with the :class:`ErrorResponse` body
+    (``descriptions``: ``s503="..."`` overrides a status's text)."""
+    return {s: {"model": ErrorResponse, "description": descriptions.get(f"s{s}", _DESCRIPTIONS.get(s, "Error"))}
+            for s in statuses}
+
+
+# Every route of both services can answer these (request validation, body limit, auth, not ready).
+COMMON_ERRORS = (401, 413, 422, 500, 503)
 
 
 def http_status(exc: ServiceError, extra: Mapping[type[ServiceError], Status] | None = None) -> int:

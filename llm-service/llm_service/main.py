@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from stack_common.auth import install_auth
-from stack_common.http_errors import install_error_handlers
+from stack_common.http_errors import COMMON_ERRORS, error_responses, install_error_handlers
 from stack_common.heap import freeze_startup_objects
 from stack_common.limits import BodySizeLimitMiddleware
 from stack_common.logs import configure_logging
@@ -59,7 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await registry.close()
 
-    app = FastAPI(title="llm-service", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="llm-service", version="0.1.0", lifespan=lifespan,
+                  responses=error_responses(*COMMON_ERRORS, 400, 404, 409, 429, 504))
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)

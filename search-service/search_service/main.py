@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from stack_common.auth import install_auth
-from stack_common.http_errors import install_error_handlers
+from stack_common.http_errors import COMMON_ERRORS, error_responses, install_error_handlers
 from stack_common.heap import freeze_startup_objects
 from stack_common.limits import BodySizeLimitMiddleware
 from stack_common.logs import configure_logging
@@ -129,7 +129,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.log_level, settings.log_json)
     metrics = Metrics()
     app = FastAPI(title="search-service", version="0.1.0", lifespan=lifespan,
-                  description="Hybrid (dense + BM25) search over the Qdrant engine, with a Redis cache.")
+                  description="Hybrid (dense + BM25) search over the Qdrant engine, with a Redis cache.",
+                  responses=error_responses(*COMMON_ERRORS, 400, 404, 409))
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.searcher = app.state.ingestor = app.state.rag = app.state.catalog = None

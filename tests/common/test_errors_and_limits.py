@@ -108,3 +108,21 @@ def test_domain_errors_do_not_import_the_web_framework():
     code = "import sys, stack_common.errors; print(sorted(m for m in ('fastapi', 'starlette') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_both_services_document_every_error_with_the_error_body():
+    """The OpenAPI specs name the one error body for every 4xx/5xx they document (what schemathesis' response
+    conformance then checks), and FastAPI's default 422 schema (a different shape) is gone."""
+    from llm_service.main import create_app as llm_app
+    from search_service.main import create_app as search_app
+
+    for app in (search_app(), llm_app()):
+        spec = app.openapi()
+        assert "HTTPValidationError" not in spec["components"]["schemas"]
+        for path, ops in spec["paths"].items():
+            for method, op in ops.items():
+                errors = {c: r for c, r in op["responses"].items() if c[0] in "45"}
+                assert {"401", "413", "422", "500", "503"} <= set(errors), (path, method)
+                for code, resp in errors.items():
+                    ref = resp["content"]["application/json"]["schema"]["$ref"]
+                    assert ref.endswith("/ErrorResponse") or (path, code) == ("/readyz", "503"), (path, method, code)

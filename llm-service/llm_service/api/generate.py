@@ -16,7 +16,7 @@ def sampling_of(body) -> dict:
 
 
 @router.post("/generate", response_model=GenerateResponse,
-             responses={**SSE_RESPONSE, 400: {}, 404: {}, 429: {}, 503: {}, 504: {}})
+             responses=SSE_RESPONSE)
 async def generate(body: GenerateRequest, request: Request, serving: ServingDep):
     prepared = await serving.prepare(model=body.model, precision=body.precision, max_new_tokens=body.max_new_tokens,
                                      sampling=sampling_of(body), prompt=body.prompt)

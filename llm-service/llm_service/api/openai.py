@@ -30,7 +30,7 @@ async def list_models(registry: RegistryDep) -> dict:
 
 
 @router.post("/completions", response_model=Completion,
-             responses={**SSE_RESPONSE, 400: {}, 404: {}, 429: {}, 503: {}, 504: {}})
+             responses=SSE_RESPONSE)
 async def completions(body: CompletionRequest, request: Request, serving: ServingDep):
     _unsupported(body)
     if body.echo or body.suffix:
@@ -57,7 +57,7 @@ async def completions(body: CompletionRequest, request: Request, serving: Servin
 
 
 @router.post("/chat/completions", response_model=ChatCompletion,
-             responses={**SSE_RESPONSE, 400: {}, 404: {}, 429: {}, 503: {}, 504: {}})
+             responses=SSE_RESPONSE)
 async def chat_completions(body: ChatCompletionRequest, request: Request, serving: ServingDep):
     _unsupported(body)
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens

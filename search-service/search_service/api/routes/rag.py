@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
+from stack_common.http_errors import error_responses
 
 from ...rag import RagParams
 from ..deps import RagDep, SettingsDep
@@ -13,8 +14,10 @@ router = APIRouter(tags=["rag"])
 
 
 @router.post("/rag", response_model=RagResponse, response_model_exclude_none=True,
-             responses={503: {"description": "llm-service down or too slow; `error.details.sources` still lists "
-                                             "the retrieved passages"}})
+             responses=error_responses(502, 503, s502="llm-service refused the request for a reason that is not "
+                                                          "the client's (its status is in the message)",
+                                       s503="llm-service down or too slow; `error.details.sources` still "
+                                            "lists the retrieved passages"))
 async def rag(req: RagRequest, rag: RagDep, settings: SettingsDep):
     """Answer a question from the collection. With `stream: true` the answer comes as server-sent events:
     `event: sources` first, then `data: {"delta": ...}` chunks, `event: done` (usage, finish_reason),
