@@ -1,13 +1,25 @@
-"""Fixtures for the llm-service tests (over real HTTP).
+"""Fixtures for the llm-service tests: the app in this process, or a real service process.
+
+Where a real process is not the point, a test serves ``create_app(Settings(...))`` in this process
+(``serve_in_process``: Starlette's TestClient, an ``httpx.Client`` over an ASGI transport, the lifespan run
+on entry and exit); ``llm_app`` is the shared tiny-model app of a test module. Tests where a real process is
+the point (signals, kills, hanging up a socket, tools that need a URL: the ``openai`` client, schemathesis)
+start one with ``start_llm``; ``llm_server`` is the shared one, with the same settings as ``llm_app``.
 
 The model fixtures ``tiny_model_dir`` and ``smollm2_model_dir`` live in tests/conftest.py: the
 end-to-end tests share them, so each model is built once per session.
 """
 from __future__ import annotations
 
+import gc
+import logging
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,6 +27,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from tests.conftest import TINY_NAME  # noqa: F401  (re-exported for the tests)
+
+
+# settings of the shared tiny-model service (``llm_server``, ``llm_app``): int8 by setting (LLM_PRECISION: the
+# user's choice, served whatever the gate says of a random model)
+MAIN_SETTINGS = dict(default_model=TINY_NAME, precision="int8", max_batch_size=8, batch_wait_ms=10,
+                     max_new_tokens_limit=1024, max_body_bytes=65536, max_queue=64)
 
 
 # --- service fixtures (llm-service over real HTTP) ----------------------------------------------
@@ -36,13 +54,79 @@ def start_llm(tmp_path_factory, models_dir: Path, name: str, **extra: str):
 
 @pytest.fixture(scope="session")
 def llm_server(tiny_model_dir, tmp_path_factory):
-    """One llm-service process on the tiny model, int8 by setting (LLM_PRECISION: the user's choice, served
-    whatever the gate says of a random model), shared by the API tests."""
-    proc = start_llm(tmp_path_factory, tiny_model_dir, "main", default_model=TINY_NAME, precision="int8",
-                     max_batch_size=8,
-                     batch_wait_ms=10, max_new_tokens_limit=1024, max_body_bytes=65536, max_queue=64)
+    """One llm-service process on the tiny model (``MAIN_SETTINGS``), shared by the tests that need a real
+    server: the ``openai`` client, schemathesis, a client hanging up its connection."""
+    proc = start_llm(tmp_path_factory, tiny_model_dir, "main", **MAIN_SETTINGS)
     yield proc
     proc.stop()
+
+
+# --- the app in this process --------------------------------------------------------------------
+def app_settings(models_dir: Path, **extra):
+    """The in-process counterpart of ``llm_env``: the same settings (tiny model, plain logs), passed
+    explicitly (field names: ``default_model=...``). Fields not given come from LLM_* as in a process."""
+    from llm_service.core.settings import Settings
+
+    return Settings(**{"models_dir": models_dir, "log_json": False, "intra_op_threads": 1, "device": "cpu",
+                       **extra})
+
+
+_root_log_state: list = []      # the root logger's level and our handlers before the first open app
+_open_apps = [0]
+
+
+@contextmanager
+def serve_in_process(settings) -> Iterator[httpx.Client]:
+    """``create_app(settings)`` served in this process: a TestClient (an ``httpx.Client`` over an ASGI
+    transport) whose context runs the app's lifespan. Server errors come back as responses (500), as a
+    real server would send them, and redirects are not followed (as with a plain ``httpx.Client``).
+    Responses stream: ``client.stream(...)`` gets each chunk as the app sends it, and closing a response
+    before its end cancels the app's handling of the request.
+
+    On exit the app is closed, and this checks that every thread the app started (its event loop, the
+    engines' decode workers, a gate thread, thread-pool workers; also those of models loaded during the
+    test) has ended. It also undoes what the app did to the test process: ``gc.freeze`` (the service
+    freezes its start-up objects) and, once the last app is closed, the root logger's configuration."""
+    from fastapi.testclient import TestClient
+
+    from llm_service.main import create_app
+
+    root = logging.getLogger()
+    if _open_apps[0] == 0:
+        _root_log_state[:] = [root.level, [h for h in root.handlers if getattr(h, "_stack_common", False)]]
+    _open_apps[0] += 1
+    before = set(threading.enumerate())
+    started: set[threading.Thread] = set()
+    try:
+        with TestClient(create_app(settings), raise_server_exceptions=False, follow_redirects=False) as client:
+            try:
+                yield client
+            finally:
+                started = set(threading.enumerate()) - before
+    finally:
+        gc.unfreeze()
+        _open_apps[0] -= 1
+        if _open_apps[0] == 0:
+            level, ours = _root_log_state
+            for h in list(root.handlers):
+                if getattr(h, "_stack_common", False) and h not in ours:
+                    root.removeHandler(h)
+            for h in ours:
+                if h not in root.handlers:
+                    root.addHandler(h)
+            root.setLevel(level)
+    for t in started:
+        t.join(10)
+    assert not [t.name for t in started if t.is_alive()], "threads left running by a closed app"
+
+
+@pytest.fixture(scope="module")
+def llm_app(tiny_model_dir):
+    """A client of the tiny-model app in this process, with ``llm_server``'s settings, shared by a test
+    module's tests (per module, not per session: an app's thread check on exit counts every thread started
+    while it was open, and the async tests' session event loop starts some of its own)."""
+    with serve_in_process(app_settings(tiny_model_dir, **MAIN_SETTINGS)) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

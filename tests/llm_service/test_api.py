@@ -1,4 +1,6 @@
-"""llm-service HTTP API on the tiny model, over real HTTP (one shared process)."""
+"""llm-service HTTP API on the tiny model: the app in-process (through an ASGI transport, ``llm_app``), and
+a real process (``llm_server``, same settings) for a client hanging up its connection mid-generation (the
+server has to notice the socket close)."""
 from __future__ import annotations
 
 import json
@@ -10,11 +12,15 @@ import pytest
 
 from tests.llm_service.conftest import TINY_NAME
 
-pytestmark = pytest.mark.usefixtures("llm_server")
+
+@pytest.fixture(scope="module")
+def client(llm_app):
+    return llm_app
 
 
 @pytest.fixture(scope="module")
-def client(llm_server):
+def proc_client(llm_server):
+    """A client of the real service process (``llm_server``)."""
     with httpx.Client(base_url=llm_server.url, timeout=60) as c:
         yield c
 
@@ -198,7 +204,8 @@ def _wait_cancelled(client, before: float) -> float:
     raise AssertionError(f"generation was not cancelled after the client left: {state}")
 
 
-def test_client_disconnect_cancels_stream(client, llm_server):
+def test_client_disconnect_cancels_stream(proc_client, llm_server):
+    client = proc_client                             # the process's metrics
     before = metric(client, "llm_request_failure_total", 'reason="cancelled"')
     tokens_before = metric(client, "llm_generation_tokens_total")
     with httpx.Client(base_url=llm_server.url, timeout=30) as c2:
@@ -211,7 +218,8 @@ def test_client_disconnect_cancels_stream(client, llm_server):
     assert metric(client, "llm_generation_tokens_total") - tokens_before < 1000
 
 
-def test_client_disconnect_cancels_non_stream(client, llm_server):
+def test_client_disconnect_cancels_non_stream(proc_client, llm_server):
+    client = proc_client                             # the process's metrics
     before = metric(client, "llm_request_failure_total", 'reason="cancelled"')
     tokens_before = metric(client, "llm_generation_tokens_total")
     body = json.dumps({"prompt": "go on", "max_new_tokens": 1000, "precision": "fp32"}).encode()

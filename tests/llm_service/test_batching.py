@@ -1,5 +1,6 @@
 """Dynamic batching: batched greedy == single greedy (padding and joining mid-batch change nothing),
-requests really share decode steps, and a full queue answers 429 with Retry-After."""
+requests really share decode steps, and a full queue answers 429 with Retry-After. The HTTP tests serve the
+app in-process (through an ASGI transport, which streams responses and handles requests concurrently)."""
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +8,6 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 
 from llm_service.engine.base import GenerationRequest, SamplingParams
@@ -16,7 +16,7 @@ from llm_service.engine.onnx import OnnxRunner
 from llm_service.engine.tokenizer import Tokenizer
 from stack_common.errors import Overloaded
 from stack_common.http_errors import error_headers, http_status
-from tests.llm_service.conftest import TINY_NAME, start_llm
+from tests.llm_service.conftest import TINY_NAME, app_settings, serve_in_process
 
 PROMPTS = ["Hello world", "The quick brown fox jumps over the lazy dog because", "a",
            "Once upon a time in a land far away there lived", "1 2 3 4", "Why is the sky blue?"]
@@ -94,11 +94,11 @@ async def test_gate_rejects_when_queue_full(tiny):
         engine.close()
 
 
-def test_concurrent_http_requests_equal_single(llm_server):
+def test_concurrent_http_requests_equal_single(llm_app):
     """N clients at once over HTTP: all answered, each exactly as when sent alone (fp32)."""
     def ask(prompt):
-        r = httpx.post(llm_server.url + "/generate", json={"prompt": prompt, "max_new_tokens": 16,
-                                                           "temperature": 0, "precision": "fp32"}, timeout=60)
+        r = llm_app.post("/generate", json={"prompt": prompt, "max_new_tokens": 16, "temperature": 0,
+                                            "precision": "fp32"})
         assert r.status_code == 200, r.text
         return r.json()["text"]
 
@@ -107,16 +107,16 @@ def test_concurrent_http_requests_equal_single(llm_server):
         assert list(pool.map(ask, PROMPTS)) == singles
 
 
-def test_queue_full_gets_429_with_retry_after(tiny_model_dir, tmp_path_factory):
+def test_queue_full_gets_429_with_retry_after(tiny_model_dir):
     """One slot, one queue place: a running stream and a waiting one fill them; every further request,
     streaming or not, gets 429 + Retry-After at once; the two admitted ones are unaffected."""
-    proc = start_llm(tmp_path_factory, tiny_model_dir, "queue", default_model=TINY_NAME, max_batch_size=1,
-                     max_queue=1, retry_after_s=2, batch_wait_ms=0, max_new_tokens_limit=2000)
+    settings = app_settings(tiny_model_dir, default_model=TINY_NAME, max_batch_size=1, max_queue=1, retry_after_s=2,
+                            batch_wait_ms=0, max_new_tokens_limit=2000)
     long_body = {"prompt": "hi", "max_new_tokens": 2000, "stream": True}
-    clients = [httpx.Client(base_url=proc.url, timeout=60) for _ in range(3)]
-    try:
+    with serve_in_process(settings) as client:
+        clients = [client] * 3        # one client: each request is handled on its own by the app
         with clients[0].stream("POST", "/generate", json=long_body) as running:
-            # keep one line iterator alive: a discarded one closes the connection (httpx), i.e. hangs up
+            # keep one line iterator alive: a response's body is read by one iterator (httpx)
             lines = running.iter_lines()
             first = next(lines)
             assert first.startswith("data: ") and '"text"' in first
@@ -136,7 +136,8 @@ def test_queue_full_gets_429_with_retry_after(tiny_model_dir, tmp_path_factory):
                     assert "max_queue=1" in r.json()["error"]["message"]
                 more = [next(lines) for _ in range(20)]
                 assert not any('"error"' in ln or "[DONE]" in ln for ln in more)   # the running stream goes on
-        # both admitted streams were dropped by hanging up; the slot frees and requests pass again
+        # both admitted streams were dropped by closing them before their end (the transport cancels the
+        # app's handling of them, as a server does when the client hangs up); the slot frees, requests pass again
         deadline = time.monotonic() + 20
         while True:
             r = clients[2].post("/generate", json={"prompt": "hi", "max_new_tokens": 3})
@@ -147,7 +148,3 @@ def test_queue_full_gets_429_with_retry_after(tiny_model_dir, tmp_path_factory):
         line = next(ln for ln in clients[2].get("/metrics").text.splitlines()
                     if ln.startswith('llm_request_failure_total{reason="overloaded"}'))
         assert float(line.split()[-1]) >= 3
-    finally:
-        for c in clients:
-            c.close()
-        proc.stop()

@@ -1,9 +1,9 @@
-"""Serving layer edge cases: request timeout cancels the generation; no default model -> 503 (real HTTP)."""
+"""Serving layer edge cases: request timeout cancels the generation; no default model -> 503 (the app
+in-process, through an ASGI transport)."""
 from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
 
 from llm_service.core.metrics import Metrics
@@ -11,8 +11,7 @@ from llm_service.core.settings import Settings
 from llm_service.engine.batching import AdmissionGate
 from llm_service.registry import ModelRegistry
 from llm_service.serving import GenerationService, GenerationTimeout
-from tests.llm_service.conftest import TINY_NAME, llm_env
-from stack_dev.procs import ServiceProcess
+from tests.llm_service.conftest import TINY_NAME, app_settings, serve_in_process
 
 
 async def test_timeout_cancels_generation(tiny_model_dir):
@@ -36,14 +35,11 @@ async def test_timeout_cancels_generation(tiny_model_dir):
         await registry.close()
 
 
-def test_no_default_model_is_not_ready(tmp_path, tmp_path_factory):
-    proc = ServiceProcess("llm_service.main:create_app", env=llm_env(tmp_path),
-                          log_path=tmp_path_factory.mktemp("logs") / "llm-empty.log").start()
-    try:
-        r = httpx.get(proc.url + "/readyz")
+def test_no_default_model_is_not_ready(tmp_path):
+    with serve_in_process(app_settings(tmp_path)) as c:       # an empty models dir
+        assert c.get("/healthz").status_code == 200            # up (what a process's start waits for) ...
+        r = c.get("/readyz")                                   # ... but not ready
         assert r.status_code == 503 and "no default model" in r.json()["reason"]
-        r = httpx.post(proc.url + "/generate", json={"prompt": "hi"})
+        r = c.post("/generate", json={"prompt": "hi"})
         assert r.status_code == 503 and "POST /admin/default" in r.json()["error"]["message"]
-        assert httpx.get(proc.url + "/v1/models").json()["data"] == []
-    finally:
-        proc.stop()
+        assert c.get("/v1/models").json()["data"] == []
