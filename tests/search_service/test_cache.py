@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import subprocess
 import time
 
 import httpx
-import pytest
 import redis
 
 from stack_common.logs import JsonFormatter
-from stack_dev.procs import free_port
 from tests.search_service.service_fixtures import app_settings, ingest, serve_in_process
 
 
@@ -78,41 +74,6 @@ def test_keys_carry_prefix_and_ttl(client, search_settings, redis_url, unique_na
         assert json.loads(r.get(keys[0]))["results"][0]["id"] == "a"
     finally:
         client.delete(f"/collections/{unique_name}")
-
-
-@pytest.fixture
-def own_redis(tmp_path):
-    """A real redis-server of our own on a free port (so the test can stop, pause and restart it)."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server binary not installed (make test installs it)")
-    port = free_port()
-
-    class Own:
-        url = f"redis://127.0.0.1:{port}/0"
-        proc: subprocess.Popen | None = None
-
-        def start(self):
-            self.proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                          "--appendonly", "no", "--dir", str(tmp_path)],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            client = redis.Redis(port=port)
-            for _ in range(200):
-                try:
-                    client.ping()
-                    return client
-                except redis.ConnectionError:
-                    time.sleep(0.05)
-            raise RuntimeError("own redis did not start")
-
-        def stop(self):
-            if self.proc and self.proc.poll() is None:
-                self.proc.terminate()
-                self.proc.wait(10)
-
-    own = Own()
-    yield own
-    own.stop()
 
 
 def test_redis_outages_bypass_the_cache_and_never_serve_stale(tmp_path, own_redis, caplog):

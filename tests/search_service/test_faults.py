@@ -21,15 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from stack_dev.procs import free_port
 from tests.search_service.service_fixtures import KOREAN_DOCS, ingest, service_env, start_service
-from tests.search_service.test_cache import metric, own_redis  # noqa: F401 (fixture)
+from tests.search_service.test_cache import metric
 
 QUERIES = ["kimchi fermentation", "서울 지하철", "insulin and diabetes", "한글 창제", "bacteria in food",
            "subway lines", "blood sugar", "alphabet history"]
 
 
-def test_redis_kill_under_load_then_kill_and_term_the_service(tmp_path, own_redis):  # noqa: F811
+def test_redis_kill_under_load_then_kill_and_term_the_service(tmp_path, own_redis):
     data = tmp_path / "data"
     env = service_env(data, own_redis.url, "tfault", SEARCH_REDIS_RETRY_S="0.2", SEARCH_CACHE_TTL_S="600")
     own_redis.start()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from rank_bm25 import BM25Okapi
 
-from search_service.store import DENSE, Point, make_store
+from search_service.store import Point, make_store
 from search_service.store.base import SparseVector
 from search_service.text import DEFAULT_B, DEFAULT_K1, Analyzer, BM25Encoder, term_id
 
