@@ -77,7 +77,7 @@ async def lifespan(app: FastAPI):
         llm = LLMClient(s.llm_url, timeout_s=s.llm_timeout_s, connect_timeout_s=s.llm_connect_timeout_s,
                         api_key=s.llm_api_key.get_secret_value() if s.llm_api_key else None)
         app.state.llm = llm
-        app.state.rag = RagService(app.state.searcher, llm)
+        app.state.rag = RagService(app.state.searcher, llm, embedder)
         log.info("search service ready", extra={
             "startup_s": round(time.perf_counter() - t0, 2), "model_id": embedder.model_id,
             "store": "embedded" if not s.qdrant_url else s.qdrant_url.split("@")[-1],

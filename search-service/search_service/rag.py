@@ -1,29 +1,45 @@
-"""Retrieval-augmented answers: hybrid retrieval → a prompt that packs the top passages within the
-model's context budget, each tagged with its document id → llm-service (OpenAI chat over HTTP) → the
-answer with its sources and token usage.
+"""Retrieval-augmented answers that can be checked: hybrid retrieval → the query-relevant sentences of the
+top passages within a budget sized for a small model → llm-service (OpenAI chat over HTTP) → each answer
+sentence matched to the source sentences that support it (citation spans) → a grounding check.
 
-If llm-service is down, overloaded or too slow, the caller gets a 503 whose ``details.sources`` still
-carries what was retrieved, so a client can show the passages without the generated answer.
+* Context: :func:`grounding.select_context` — sentences, not whole abstracts: a 135M model answers better
+  from less, and prefill (the bulk of its latency) is linear in the prompt.
+* Attribution is done here, server-side, whether or not the model wrote ``[id]`` markers; markers that name
+  no returned source are removed.
+* Grounding: an answer with no supported sentence is ``grounded: false`` and, unless the request opts out
+  (``extractive_fallback: false``), replaced by an extractive answer — the source sentences closest to the
+  question, cited — with ``answer_type: "extractive"`` and the model's text in ``generated_answer``.
+* Conversation: earlier turns (``messages``) go into the prompt, and a follow-up question is made
+  standalone for retrieval by prefixing the previous question (:func:`standalone_query`).
+
+If llm-service is down, overloaded or too slow, the caller gets a 503 whose ``details`` still carry the
+sources and (with the fallback on) the extractive answer.
 """
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from stack_common import sse
 
+from . import grounding
+from .grounding import ContextPassage, estimate_tokens
 from .llm_client import LLMClient, LLMRejected, LLMUnavailable
 from .search import SearchQuery, SearchService
 
-SYSTEM_PROMPT = (
-    "You answer the user's question using only the numbered sources below. "
-    "Cite the sources you use by their id in square brackets, e.g. [doc-1]. "
-    "If the sources do not contain the answer, say that you do not know."
-)
-CHARS_PER_TOKEN = 4     # estimate for English text with BPE tokenizers; digits/symbols/Korean take more
-MIN_CONTEXT_TOKENS = 64
+SYSTEM_PROMPT = ("Answer the question in one or two short sentences, using only the sources. "
+                 "If the sources do not answer it, say that you do not know.")
+MIN_CONTEXT_TOKENS = 32
+HISTORY_TOKENS = 160        # earlier turns kept in the prompt (the latest first, estimated)
+# A follow-up leans on the previous turn: short, or starting with/holding a word that points back.
+_FOLLOW_UP = re.compile(r"^(and|but|so|what about|how about|why|also)\b|\b(it|its|they|them|their|this|that|these|"
+                        r"those|he|she|his|her|there)\b|(그것|이것|저것|그거|이거|그럼|그러면|그건|이건|거기)", re.I)
 
 
 def shrink_budget(passage_tokens: int, prompt_estimate: int, exc: LLMRejected) -> int | None:
@@ -49,100 +65,138 @@ def shrink_budget(passage_tokens: int, prompt_estimate: int, exc: LLMRejected) -
     return smaller if smaller >= MIN_CONTEXT_TOKENS else None
 
 
-def estimate_tokens(text: str) -> int:
-    return -(-len(text) // CHARS_PER_TOKEN)
-
-
 @dataclass(frozen=True)
 class RagParams:
-    max_tokens: int = 256
+    max_tokens: int = 64
     temperature: float = 0.0
     top_p: float | None = None
     model: str | None = None
-    context_tokens: int = 1024      # budget for the packed passages
+    context_tokens: int = 256           # budget for the selected source sentences
+    sentences_per_passage: int = 3
+    extractive_fallback: bool = True
+    history: tuple[tuple[str, str], ...] = field(default_factory=tuple)     # earlier (role, content) turns
 
 
-def pack_passages(results: list[dict[str, Any]], budget_tokens: int, min_chars: int = 200) -> list[dict[str, Any]]:
-    """Take results in rank order while they fit ``budget_tokens`` (estimated); the last one that does
-    not fit whole is cut at a word boundary if at least ``min_chars`` of it fit."""
-    budget = budget_tokens * CHARS_PER_TOKEN
-    packed = []
-    for r in results:
-        header = f"[{r['id']}] {r.get('title') or ''}".strip()
-        text = " ".join((r.get("text") or "").split())
-        cost = len(header) + len(text) + 2
-        if cost <= budget:
-            packed.append({**r, "text": text})
-            budget -= cost
-            continue
-        room = budget - len(header) - 2
-        if room >= min_chars:
-            cut = text[:room].rsplit(" ", 1)[0]
-            packed.append({**r, "text": cut + " …"})
-        break
-    return packed
+def standalone_query(question: str, history: tuple[tuple[str, str], ...]) -> str:
+    """The retrieval query: ``question`` itself, or, for a follow-up (short, or pointing back with "it",
+    "that", "그것", ...), the previous user question followed by it."""
+    previous = next((c for r, c in reversed(history) if r == "user" and c.strip()), None)
+    if previous is None:
+        return question
+    if len(question.split()) <= 4 or _FOLLOW_UP.search(question):
+        return f"{' '.join(previous.split())} {question}"
+    return question
 
 
-def build_messages(question: str, passages: list[dict[str, Any]]) -> list[dict[str, str]]:
-    blocks = [f"[{p['id']}] {p.get('title') or ''}\n{p['text']}".strip() for p in passages]
+def build_messages(question: str, context: list[ContextPassage],
+                   history: tuple[tuple[str, str], ...] = ()) -> list[dict[str, str]]:
+    blocks = [(f"[{p.id}] {p.title}" if p.title else f"[{p.id}]") + f"\n{p.text}" for p in context]
     sources = "\n\n".join(blocks) if blocks else "(no sources found)"
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": f"Sources:\n{sources}\n\nQuestion: {question}"},
-    ]
+    turns: list[dict[str, str]] = []
+    budget = HISTORY_TOKENS
+    for role, content in reversed(history):
+        cost = estimate_tokens(content)
+        if cost > budget:
+            break
+        budget -= cost
+        turns.insert(0, {"role": role, "content": content})
+    return [{"role": "system", "content": SYSTEM_PROMPT}, *turns,
+            {"role": "user", "content": f"Sources:\n{sources}\n\nQuestion: {question}"}]
 
 
-def _source(r: dict[str, Any]) -> dict[str, Any]:
-    return {"id": r["id"], "title": r.get("title"), "score": r["score"]}
+def _source(p: ContextPassage) -> dict[str, Any]:
+    return {"id": p.id, "title": p.title, "score": p.score, "sentences": p.sentences}
 
 
 class RagService:
-    def __init__(self, searcher: SearchService, llm: LLMClient) -> None:
+    def __init__(self, searcher: SearchService, llm: LLMClient, embedder) -> None:
         self.searcher = searcher
         self.llm = llm
+        self.embedder = embedder
 
-    async def _retrieve(self, q: SearchQuery, p: RagParams) -> tuple[list[dict[str, Any]], float]:
+    # -- retrieval and context ----------------------------------------------------------------------
+    async def _retrieve(self, q: SearchQuery, p: RagParams) -> tuple[str, list[dict[str, Any]], float]:
         t0 = time.perf_counter()
-        found = await self.searcher.search(q)
-        return found["results"], (time.perf_counter() - t0) * 1000
+        query = standalone_query(q.query, p.history)
+        found = await self.searcher.search(q if query == q.query else dataclasses.replace(q, query=query))
+        return query, found["results"], (time.perf_counter() - t0) * 1000
 
-    async def _ask(self, question: str, results: list[dict[str, Any]], p: RagParams, call):
-        """Pack, call llm-service; if the prompt did not fit its context, re-pack smaller (twice at most).
-        Returns (call's result, sources used)."""
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        return self.embedder.encode(texts) if texts else np.zeros((0, self.embedder.dim), dtype=np.float32)
+
+    async def _prepare(self, query: str, results: list[dict[str, Any]]):
+        """Sentences of every result and their embeddings, and the query's (one embedding call)."""
+        sentences = [[s.text for s in grounding.split_sentences(r.get("text") or "")] for r in results]
+        flat = [s for ss in sentences for s in ss]
+        vecs = await asyncio.to_thread(self._embed, [query, *flat])
+        qvec, rest, per = vecs[0], vecs[1:], []
+        for ss in sentences:
+            per.append(rest[:len(ss)])
+            rest = rest[len(ss):]
+        return qvec, sentences, per
+
+    # -- answer -------------------------------------------------------------------------------------
+    async def _ask(self, question: str, results: list[dict[str, Any]], prepared, p: RagParams, call):
+        """Select the context, call llm-service; if the prompt did not fit its context, select within a
+        smaller budget (twice at most). Returns (call's result, context)."""
+        qvec, sentences, vectors = prepared
         budget = p.context_tokens
         for attempt in range(3):
-            passages = pack_passages(results, budget)
-            sources = [_source(r) for r in passages]
-            messages = build_messages(question, passages)
+            context = grounding.select_context(qvec, results, sentences, vectors, budget, p.sentences_per_passage)
+            messages = build_messages(question, context, p.history)
             try:
-                return await call(messages, **self._llm_params(p)), sources
+                return await call(messages, **self._llm_params(p)), context
             except LLMRejected as exc:
-                used = sum(estimate_tokens(f"[{x['id']}] {x.get('title') or ''}") + estimate_tokens(x["text"])
-                           for x in passages)
+                used = sum(estimate_tokens(f"[{c.id}] {c.title or ''}") + estimate_tokens(c.text) for c in context)
                 whole = sum(estimate_tokens(m["content"]) for m in messages)
                 smaller = shrink_budget(used, whole, exc) if attempt < 2 else None
                 if smaller is None:
-                    exc.details = {"sources": sources}
+                    exc.details = self._failure_details(qvec, context, p)
                     raise
                 budget = smaller
             except LLMUnavailable as exc:
-                exc.details = {"sources": sources}
+                exc.details = self._failure_details(qvec, context, p)
                 raise
         raise AssertionError("unreachable")
+
+    def _failure_details(self, qvec: np.ndarray, context: list[ContextPassage], p: RagParams) -> dict[str, Any]:
+        details: dict[str, Any] = {"sources": [_source(c) for c in context]}
+        if p.extractive_fallback and context:
+            text, citations = grounding.extractive_answer(qvec, context)
+            details["extractive"] = {"answer": text, "citations": [c.as_dict() for c in citations]}
+        return details
 
     def _llm_params(self, p: RagParams) -> dict[str, Any]:
         return {"model": p.model, "max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p}
 
+    async def _check(self, generated: str, qvec: np.ndarray, context: list[ContextPassage],
+                     p: RagParams) -> dict[str, Any]:
+        """Attribution and the grounding check of a generated answer: the response fields they decide."""
+        answer, _ = grounding.strip_unknown_markers(generated, {c.id for c in context})
+        sents = grounding.split_sentences(answer)
+        vecs = await asyncio.to_thread(self._embed, [s.text for s in sents])
+        citations = grounding.attribute(answer, vecs, sents, context)
+        out: dict[str, Any] = {"answer": answer, "citations": [c.as_dict() for c in citations],
+                               "grounded": bool(citations), "answer_type": "generated"}
+        if not citations and p.extractive_fallback and context:
+            text, cites = grounding.extractive_answer(qvec, context)
+            out.update(answer=text, citations=[c.as_dict() for c in cites], answer_type="extractive",
+                       generated_answer=answer)
+        return out
+
     async def answer(self, q: SearchQuery, p: RagParams) -> dict[str, Any]:
         t0 = time.perf_counter()
-        results, retrieval_ms = await self._retrieve(q, p)
-        out, sources = await self._ask(q.query, results, p, self.llm.chat)
+        query, results, retrieval_ms = await self._retrieve(q, p)
+        prepared = await self._prepare(query, results)
+        out, context = await self._ask(q.query, results, prepared, p, self.llm.chat)
         choice = out["choices"][0]
+        checked = await self._check(choice["message"]["content"] or "", prepared[0], context, p)
         return {
-            "answer": choice["message"]["content"],
+            **checked,
             "finish_reason": choice.get("finish_reason"),
             "model": out.get("model"),
-            "sources": sources,
+            "sources": [_source(c) for c in context],
+            "query": query,
             "usage": out.get("usage"),
             "retrieval_ms": round(retrieval_ms, 3),
             "took_ms": round((time.perf_counter() - t0) * 1000, 3),
@@ -152,11 +206,13 @@ class RagService:
         """Open the answer stream. Retrieval and the connection to llm-service happen before this
         returns, so a down llm-service is a 503 (with sources), not a broken 200 stream.
 
-        Events: ``event: sources`` first, then ``data: {"delta": ...}`` chunks, then
-        ``event: done`` with usage and finish_reason, then ``data: [DONE]``. A failure mid-stream
-        ends with ``event: error``.
+        Events: ``event: sources`` first, then ``data: {"delta": ...}`` chunks, then ``event: done`` with
+        usage, finish_reason, citations, grounded and answer_type (and, for an extractive replacement, the
+        ``answer`` that replaces the streamed text), then ``data: [DONE]``. A failure mid-stream ends with
+        ``event: error``.
         """
-        results, retrieval_ms = await self._retrieve(q, p)
+        query, results, retrieval_ms = await self._retrieve(q, p)
+        prepared = await self._prepare(query, results)
 
         async def open_stream(messages, **params):
             chunks = self.llm.chat_stream(messages, **params)
@@ -165,11 +221,12 @@ class RagService:
             except StopAsyncIteration:
                 return chunks, None
 
-        (chunks, first), sources = await self._ask(q.query, results, p, open_stream)
+        (chunks, first), context = await self._ask(q.query, results, prepared, p, open_stream)
 
         async def events() -> AsyncIterator[bytes]:
-            yield sse.encode({"sources": sources, "retrieval_ms": round(retrieval_ms, 3)}, "sources")
-            usage, finish = None, None
+            yield sse.encode({"sources": [_source(c) for c in context], "query": query,
+                              "retrieval_ms": round(retrieval_ms, 3)}, "sources")
+            usage, finish, text = None, None, []
             try:
                 pending = [first] if first is not None else []
                 while True:
@@ -178,10 +235,14 @@ class RagService:
                     for choice in chunk.get("choices") or []:
                         delta = (choice.get("delta") or {}).get("content")
                         if delta:
+                            text.append(delta)
                             yield sse.encode({"delta": delta})
                         finish = choice.get("finish_reason") or finish
             except StopAsyncIteration:
-                yield sse.encode({"finish_reason": finish, "usage": usage}, "done")
+                # "answer": the text the citation spans point into (the deltas without markers that name no
+                # returned source, or the extractive answer that replaces them)
+                checked = await self._check("".join(text), prepared[0], context, p)
+                yield sse.encode({"finish_reason": finish, "usage": usage, **checked}, "done")
                 yield sse.DONE
             except LLMUnavailable as exc:
                 yield sse.encode({"error": {"type": exc.error_type, "message": exc.message}}, "error")

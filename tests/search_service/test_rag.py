@@ -1,40 +1,131 @@
-"""rag.py's pure parts: passage packing within a budget and the re-pack after a context overflow; the
-event stream between the services (stack_common.sse: rag's writer, llm_client's reader of llm-service).
-(The HTTP flow across both services is in tests/e2e/test_stack.py.)"""
+"""rag.py's and grounding.py's parts: sentence splitting, context selection within a budget, citation spans
+from the real embedding model, unknown markers, the extractive answer, follow-up questions, the re-pack after
+a context overflow; the event stream between the services (stack_common.sse: rag's writer, llm_client's reader
+of llm-service). (The HTTP flow across both services is in tests/e2e/test_stack.py.)"""
 import asyncio
 
 import httpx
+import numpy as np
 import pytest
 
+from search_service import grounding
+from search_service.grounding import (ContextPassage, attribute, extractive_answer, select_context, split_sentences,
+                                      strip_unknown_markers)
 from search_service.llm_client import LLMClient, LLMRejected, LLMUnavailable
-from search_service.rag import CHARS_PER_TOKEN, build_messages, pack_passages, shrink_budget
+from search_service.rag import build_messages, shrink_budget, standalone_query
 from stack_common import sse
 
-
-def _r(i: int, words: int) -> dict:
-    return {"id": f"d{i}", "title": f"T{i}", "text": " ".join(["word"] * words), "score": 1 - i / 10}
-
-
-def test_pack_keeps_rank_order_and_the_budget():
-    results = [_r(i, 100) for i in range(10)]
-    packed = pack_passages(results, budget_tokens=400)
-    assert [p["id"] for p in packed] == [f"d{i}" for i in range(len(packed))]
-    used = sum(len(p["text"]) + len(f"[{p['id']}] {p['title']}") + 2 for p in packed)
-    assert used <= 400 * CHARS_PER_TOKEN
-    assert 2 <= len(packed) < 10
+PASSAGES = [
+    {"id": "vitd", "title": "Vitamin D and fractures", "score": 0.9,
+     "text": "Vitamin D supplementation was studied in 2,000 older adults. Daily vitamin D with calcium reduced hip "
+             "fractures by a fifth. The trial ran for three years in France."},
+    {"id": "statin", "title": "Statins", "score": 0.8,
+     "text": "Statins lower LDL cholesterol by blocking HMG-CoA reductase in the liver. Muscle pain is the most "
+             "reported side effect. Patients were followed for five years."},
+    {"id": "kimchi", "title": "김치", "score": 0.7,
+     "text": "김치는 배추를 소금에 절여 발효시킨 음식이다. 발효 과정에서 유산균이 증식한다. 한국의 대표 음식이다."},
+]
 
 
-def test_pack_cuts_the_last_passage_at_a_word_when_enough_fits():
-    packed = pack_passages([_r(0, 30), _r(1, 2000)], budget_tokens=200)
-    assert [p["id"] for p in packed] == ["d0", "d1"]
-    assert packed[1]["text"].endswith("…") and "wor …" not in packed[1]["text"]
+def _prepared(embedder, query: str, passages=PASSAGES):
+    sentences = [[x.text for x in split_sentences(p["text"])] for p in passages]
+    vectors = [embedder.encode(ss) for ss in sentences]
+    return embedder.encode([query])[0], sentences, vectors
 
 
-def test_messages_tag_each_passage_with_its_id():
-    msgs = build_messages("why?", pack_passages([_r(0, 5), _r(1, 5)], 100))
-    assert msgs[0]["role"] == "system" and "[doc-1]" in msgs[0]["content"]
-    assert "[d0] T0" in msgs[1]["content"] and "[d1] T1" in msgs[1]["content"]
-    assert msgs[1]["content"].endswith("Question: why?")
+def test_split_sentences_english_korean_offsets_and_abbreviations():
+    text = "Smith et al. found it (e.g. in mice). It works! Does it? 김치는 발효 음식이다. 유산균이 증식한다.\nLast line"
+    got = split_sentences(text)
+    assert [s.text for s in got] == ["Smith et al. found it (e.g. in mice).", "It works!", "Does it?",
+                                     "김치는 발효 음식이다.", "유산균이 증식한다.", "Last line"]
+    assert all(text[s.start:s.end] == s.text for s in got)
+    assert split_sentences("  ... ") == [] and split_sentences("3.5 mg/d of vitamin D") [0].text == "3.5 mg/d of vitamin D"
+
+
+def test_context_keeps_the_relevant_sentences_in_order_within_the_budget(embedder):
+    for query, doc, must in (("Does vitamin D prevent hip fractures?", "vitd", "reduced hip fractures"),
+                             ("What side effects do statins have?", "statin", "Muscle pain"),
+                             ("김치는 어떻게 발효되나요?", "kimchi", "발효")):
+        qvec, sentences, vectors = _prepared(embedder, query)
+        two_each = select_context(qvec, PASSAGES, sentences, vectors, budget_tokens=400, per_passage=2)
+        best = next(c for c in two_each if c.id == doc)
+        assert len(best.sentences) == 2
+        assert any(must in s for s in best.sentences), (query, best.sentences)
+        ctx = select_context(qvec, PASSAGES, sentences, vectors, budget_tokens=400, per_passage=3)
+        assert [c.id for c in ctx] == [p["id"] for p in PASSAGES if p["id"] in {c.id for c in ctx}]   # rank order
+        for c in ctx:
+            i = [p["id"] for p in PASSAGES].index(c.id)
+            assert c.sentences == [s for s in sentences[i] if s in c.sentences]                         # text order
+        tight = select_context(qvec, PASSAGES, sentences, vectors, budget_tokens=40, per_passage=3)
+        used = sum(grounding.estimate_tokens(f"[{c.id}] {c.title}") + 1 +
+                   sum(grounding.estimate_tokens(s) + 1 for s in c.sentences) for c in tight)
+        assert 0 < used <= 40 and any(must in s for c in tight for s in c.sentences)
+
+
+def _context(embedder, query: str) -> tuple[np.ndarray, list[ContextPassage]]:
+    qvec, sentences, vectors = _prepared(embedder, query)
+    return qvec, select_context(qvec, PASSAGES, sentences, vectors, budget_tokens=1000, per_passage=3)
+
+
+@pytest.mark.parametrize("answer,cited", [
+    ("Taking vitamin D with calcium every day cut hip fractures by about a fifth.", ["vitd"]),
+    ("Statins reduce LDL cholesterol. The most common side effect is muscle pain.", ["statin", "statin"]),
+    ("김치는 소금에 절인 배추를 발효시킨 음식입니다.", ["kimchi"]),
+    ("The Eiffel Tower was finished in 1889. Statins block HMG-CoA reductase in the liver.", ["statin"]),
+])
+def test_citations_point_at_the_supporting_sources(embedder, answer, cited):
+    _, ctx = _context(embedder, "vitamin D statins kimchi")
+    sents = split_sentences(answer)
+    citations = attribute(answer, embedder.encode([s.text for s in sents]), sents, ctx)
+    assert [c.sources[0]["id"] for c in citations] == cited
+    for c in citations:
+        assert answer[c.start:c.end] == c.text
+        assert all(s["score"] >= grounding.SUPPORT_THRESHOLD for s in c.sources)
+        src = next(p for p in ctx if p.id == c.sources[0]["id"])
+        assert c.sources[0]["sentence"] in src.sentences
+
+
+def test_unrelated_answers_are_not_supported(embedder):
+    _, ctx = _context(embedder, "vitamin D statins kimchi")
+    for answer in ("The answer is:", "Paris is the capital of France.", "I like turtles and trains.",
+                   "Football is played with eleven players on each side."):
+        sents = split_sentences(answer)
+        assert attribute(answer, embedder.encode([s.text for s in sents]), sents, ctx) == [], answer
+
+
+def test_markers_naming_no_source_are_removed():
+    text, cited = strip_unknown_markers("Yes [vitd]. Also [doc-1] and [vitd, statin]. No [x, vitd].", {"vitd", "statin"})
+    assert text == "Yes [vitd]. Also and [vitd, statin]. No." and cited == ["vitd", "statin"]
+
+
+def test_the_extractive_answer_is_cited_source_text(embedder):
+    for query, doc in (("Does vitamin D prevent fractures?", "vitd"), ("statin side effects", "statin")):
+        qvec, ctx = _context(embedder, query)
+        text, citations = extractive_answer(qvec, ctx)
+        assert citations[0].sources[0]["id"] == doc
+        for c in citations:
+            assert text[c.start:c.end] == c.text == c.sources[0]["sentence"]
+            assert c.text in next(p for p in ctx if p.id == c.sources[0]["id"]).sentences
+
+
+def test_follow_up_questions_are_made_standalone():
+    history = (("user", "How do statins lower cholesterol?"), ("assistant", "They block an enzyme."))
+    assert standalone_query("What about their side effects?", history) == \
+        "How do statins lower cholesterol? What about their side effects?"
+    assert standalone_query("그럼 부작용은?", (("user", "스타틴은 무엇인가요?"),)) == "스타틴은 무엇인가요? 그럼 부작용은?"
+    assert standalone_query("Does vitamin D prevent hip fractures in older adults?", history) == \
+        "Does vitamin D prevent hip fractures in older adults?"              # a question of its own
+    assert standalone_query("side effects?", ()) == "side effects?"
+
+
+def test_messages_carry_the_sources_by_id_and_the_recent_history():
+    ctx = [ContextPassage("d0", "T0", 1.0, ["One.", "Two."]), ContextPassage("d1", None, 0.5, ["Three."])]
+    history = (("user", "old " * 2000), ("user", "Earlier?"), ("assistant", "Earlier answer."))
+    msgs = build_messages("why?", ctx, history)
+    assert msgs[0]["role"] == "system"
+    assert [m["content"] for m in msgs[1:-1]] == ["Earlier?", "Earlier answer."]     # the long old turn dropped
+    assert "[d0] T0\nOne. Two." in msgs[-1]["content"] and "[d1]\nThree." in msgs[-1]["content"]
+    assert msgs[-1]["content"].endswith("Question: why?")
 
 
 def test_shrink_budget_cuts_the_overflow_in_real_tokens():

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -187,6 +187,13 @@ class OptimizeResponse(BaseModel):
     took_ms: float
 
 
+class ChatTurn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: str = Field(..., min_length=1, max_length=4000)
+
+
 class RagRequest(SearchRequest):
     """A question answered from retrieved passages. Retrieval takes every /search/hybrid parameter."""
 
@@ -195,8 +202,18 @@ class RagRequest(SearchRequest):
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
     top_p: float | None = Field(None, gt=0.0, le=1.0, description="Nucleus sampling.")
     model: str | None = Field(None, max_length=128, description="llm-service model (default: settings, then its default).")
-    context_tokens: int | None = Field(None, ge=64, le=32768,
-                                       description="Token budget for the passages (default: settings).")
+    context_tokens: int | None = Field(None, ge=32, le=32768,
+                                       description="Token budget for the source sentences (default: settings).")
+    sentences_per_passage: int | None = Field(None, ge=1, le=20,
+                                              description="Most sentences taken from one passage (default: settings).")
+    extractive_fallback: bool = Field(True, description="Replace an answer no source sentence supports by the "
+                                                        "source sentences closest to the question (marked "
+                                                        "answer_type 'extractive'); false: return it as is, "
+                                                        "grounded false.")
+    messages: list[ChatTurn] | None = Field(None, max_length=20,
+                                            description="Earlier turns of the conversation, oldest first (at most "
+                                                        "20, 4000 characters each); a follow-up question is made "
+                                                        "standalone with them for retrieval.")
     stream: bool = Field(False, description="Stream the answer as server-sent events, sources first.")
 
 
@@ -204,10 +221,30 @@ class RagSource(BaseModel):
     id: str
     title: str | None = None
     score: float
+    sentences: list[str] = Field([], description="The sentences of this source the prompt carried.")
+
+
+class CitationSource(BaseModel):
+    id: str
+    sentence: str = Field(description="The source sentence that supports the cited span.")
+    score: float = Field(description="Cosine of the span and that sentence (embedding model).")
+
+
+class Citation(BaseModel):
+    start: int = Field(description="Start of the cited span in `answer` (characters).")
+    end: int = Field(description="End of the span (exclusive).")
+    text: str
+    sources: list[CitationSource]
 
 
 class RagResponse(BaseModel):
     answer: str
+    answer_type: Literal["generated", "extractive"] = Field(
+        description="generated: the model's text; extractive: source sentences that replace an ungrounded answer.")
+    grounded: bool = Field(description="At least one sentence of the generated answer is supported by a source.")
+    citations: list[Citation]
+    generated_answer: str | None = Field(None, description="The model's text, when an extractive answer replaced it.")
+    query: str = Field(description="The query retrieval used (a follow-up is made standalone with the history).")
     finish_reason: str | None = None
     model: str | None = None
     sources: list[RagSource]

@@ -115,10 +115,15 @@ class Settings(BaseSettings, AuthSettings):
     llm_connect_timeout_s: float = Field(2.0, gt=0, le=60, description="Timeout of connecting to the llm-service "
                                                                       "(one retry on connect errors).")
     llm_model: str | None = Field(None, description="Model RAG asks the llm-service for; unset = its default model.")
-    rag_context_tokens: int = Field(1024, ge=64, le=32768, description="Token budget for the packed passages in the "
-                                                                      "RAG prompt (estimated at 4 characters a token); "
-                                                                      "keep it below the model's context minus max_tokens.")
-    rag_max_tokens: int = Field(256, ge=1, le=4096, description="Default length limit of a RAG answer, in tokens.")
+    rag_context_tokens: int = Field(256, ge=32, le=32768, description="Token budget for the source sentences in the "
+                                                                     "RAG prompt (estimated at 4 characters a token): "
+                                                                     "sized for a small model, whose prefill is most of "
+                                                                     "an answer's time; keep it below the model's "
+                                                                     "context minus max_tokens.")
+    rag_sentences_per_passage: int = Field(3, ge=1, le=20, description="Most sentences a RAG prompt takes from one "
+                                                                        "passage (the ones closest to the question).")
+    rag_max_tokens: int = Field(64, ge=1, le=4096, description="Default length limit of a RAG answer, in tokens "
+                                                               "(the prompt asks for one or two sentences).")
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":

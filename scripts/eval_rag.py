@@ -1,0 +1,238 @@
+#!/usr/bin/env python
+"""Evaluate the running stack's RAG answers (POST /rag, streamed) on a BEIR dataset.
+
+    python scripts/eval_rag.py --dataset ../shared/data/beir/scifact --qrels ../shared/data/beir/scifact/qrels/test.tsv \
+        --url http://127.0.0.1:8001 --collection scifact --questions 30
+    python scripts/eval_rag.py --dataset DIR --qrels FILE --calibrate      # the support threshold, measured
+
+Per question and in aggregate:
+
+* answer rate — the answer is non-empty, not an echo of the question and not a stub (fewer than 3 content
+  words, or ending in ':' like "The answer is:");
+* groundedness — the share of the answer's sentences supported by a sentence of the returned sources: MiniLM
+  cosine >= the threshold (``search_service.grounding.SUPPORT_THRESHOLD``; ``--calibrate`` measures it);
+  "grounded" = at least one supported sentence;
+* citation validity — every cited id (the response's ``citations`` and ``[id]`` markers in the text) is a
+  returned source; "cited" = at least one valid citation and no invalid one;
+* citation relevance — a cited document is relevant per the qrels;
+* retrieval hit — the sources contain a relevant document (the ceiling of citation relevance);
+* TTFT (first answer delta) and total latency, p50/p95 (stack_dev.stats' percentile).
+
+The judge is the project's own embedding model, loaded here (not the service's answer). Works with any qrels
+file in BEIR format; questions are the qrels' queries in id order (the first ``--questions``). The last line
+is the aggregate as one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from stack_dev.beir import read_corpus, read_qrels, read_queries, relevant
+from stack_dev.stats import percentile
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_STOP = frozenset("a an the of and or to in on for with by is are was were be been it its this that these those "
+                  "as at from which what who how do does did not no yes answer".split())
+_MARKER = re.compile(r"\[([^\[\]\n]{1,80})\]")
+
+
+def content_words(text: str) -> list[str]:
+    return [w for w in _WORD.findall(text.lower()) if w not in _STOP]
+
+
+def answered(answer: str, question: str) -> bool:
+    a = " ".join(answer.split())
+    if not a or a.rstrip().endswith(":"):
+        return False
+    if a.lower().strip(" .?!") == question.lower().strip(" .?!"):
+        return False
+    return len(content_words(a)) >= 3
+
+
+def read_stream(client: httpx.Client, body: dict) -> dict:
+    """POST /rag with stream=true; the events, answer text, TTFT and total seconds."""
+    t0 = time.perf_counter()
+    ttft = None
+    out: dict = {"deltas": [], "sources": [], "done": {}, "error": None}
+    with client.stream("POST", "/rag", json={**body, "stream": True}) as r:
+        if r.status_code != 200:
+            r.read()
+            return {**out, "status": r.status_code, "error": r.text[:300], "total_s": time.perf_counter() - t0}
+        event = None
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                obj = json.loads(data)
+                if event == "sources":
+                    out["sources"] = obj.get("sources", [])
+                elif event in ("done", "answer"):
+                    out["done"].update(obj)
+                elif event == "error":
+                    out["error"] = obj
+                elif "delta" in obj:
+                    if ttft is None:
+                        ttft = time.perf_counter() - t0
+                    out["deltas"].append(obj["delta"])
+                event = None
+    out["status"] = 200
+    out["ttft_s"] = ttft
+    out["total_s"] = time.perf_counter() - t0
+    generated = "".join(out["deltas"])
+    # the final answer (what citation spans point into) comes with the done event; an older server sends none
+    out["answer"] = out["done"].get("answer", generated)
+    return out
+
+
+class Judge:
+    """Sentence support with the project's embedding model (search_service.grounding)."""
+
+    def __init__(self, models_dir: Path) -> None:
+        from search_service.embeddings import Embedder
+        from search_service.grounding import SUPPORT_THRESHOLD, split_sentences
+
+        self.embedder = Embedder.load(models_dir=models_dir, intra_op_threads=1)
+        self.split = split_sentences
+        self.threshold = SUPPORT_THRESHOLD
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.embedder.encode(texts) if texts else np.zeros((0, 384), dtype=np.float32)
+
+    def support(self, answer: str, source_texts: list[str]) -> tuple[int, int]:
+        """(supported answer sentences, answer sentences)."""
+        sents = [s.text for s in self.split(_MARKER.sub("", answer))]
+        src = [s.text for t in source_texts for s in self.split(t)]
+        if not sents or not src:
+            return 0, len(sents)
+        sims = self.encode(sents) @ self.encode(src).T
+        return int((sims.max(axis=1) >= self.threshold).sum()), len(sents)
+
+
+def evaluate(args, queries: dict[str, str], qrels: dict[str, dict[str, int]]) -> list[dict]:
+    judge = Judge(args.models_dir)
+    docs: dict[str, str] = {}
+    rows = []
+    with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
+        def doc_text(doc_id: str) -> str:
+            if doc_id not in docs:
+                r = client.get(f"/collections/{args.collection}/documents/{doc_id}")
+                d = r.json() if r.status_code == 200 else {}
+                docs[doc_id] = f"{d.get('title') or ''}\n{d.get('text') or ''}".strip()
+            return docs[doc_id]
+
+        for qid in [q for q in sorted(qrels, key=lambda x: (len(x), x)) if q in queries][:args.questions]:
+            question = queries[qid]
+            body = {"collection": args.collection, "query": question, **json.loads(args.body)}
+            res = read_stream(client, body)
+            answer = res.get("answer") or ""
+            source_ids = [s["id"] for s in res["sources"]]
+            rel = relevant(qrels[qid])
+            cited = set()
+            for c in res["done"].get("citations") or []:
+                cited |= {s["id"] for s in c.get("sources", [])}
+            for m in _MARKER.finditer(answer):
+                cited |= {part.strip() for part in m.group(1).split(",")}
+            invalid = cited - set(source_ids)
+            supported, n_sent = judge.support(answer, [doc_text(d) for d in source_ids])
+            row = {
+                "qid": qid, "status": res["status"], "answered": answered(answer, question),
+                "grounded": supported > 0, "groundedness": (supported / n_sent) if n_sent else 0.0,
+                "cited": bool(cited) and not invalid, "invalid_citations": sorted(invalid),
+                "cited_relevant": bool(cited & rel), "retrieval_hit": bool(set(source_ids) & rel),
+                "answer_type": res["done"].get("answer_type", "generated"),
+                "ttft_s": res.get("ttft_s"), "total_s": res["total_s"], "answer": answer[:300],
+            }
+            rows.append(row)
+            if args.verbose:
+                print(json.dumps(row, ensure_ascii=False))
+    return rows
+
+
+def aggregate(rows: list[dict]) -> dict:
+    n = len(rows)
+    mean = lambda k: round(sum(float(r[k]) for r in rows) / n, 4) if n else 0.0   # noqa: E731
+    ttft = [r["ttft_s"] for r in rows if r["ttft_s"] is not None]
+    total = [r["total_s"] for r in rows]
+    return {
+        "questions": n, "errors": sum(r["status"] != 200 for r in rows),
+        "answer_rate": mean("answered"), "grounded": mean("grounded"), "groundedness": mean("groundedness"),
+        "cited": mean("cited"), "invalid_citation_rate": round(sum(bool(r["invalid_citations"]) for r in rows) / n, 4)
+        if n else 0.0,
+        "cited_relevant": mean("cited_relevant"), "retrieval_hit": mean("retrieval_hit"),
+        "extractive": round(sum(r["answer_type"] == "extractive" for r in rows) / n, 4) if n else 0.0,
+        "ttft_p50_s": round(percentile(ttft, 50), 3) if ttft else None,
+        "total_p50_s": round(percentile(total, 50), 3) if total else None,
+        "total_p95_s": round(percentile(total, 95), 3) if total else None,
+    }
+
+
+def calibrate(args, queries: dict[str, str], qrels: dict[str, dict[str, int]]) -> None:
+    """The threshold, measured: for each claim, the best cosine to a sentence of its relevant abstracts
+    (support) and to a sentence of an abstract retrieved for it that is not relevant (topical, unsupported)."""
+    judge = Judge(args.models_dir)
+    corpus = read_corpus(Path(args.dataset))
+    with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
+        pos, neg = [], []
+        for qid in [q for q in sorted(qrels, key=lambda x: (len(x), x)) if q in queries][:args.questions]:
+            claim = queries[qid]
+            rel = relevant(qrels[qid])
+            r = client.post("/search/hybrid", json={"collection": args.collection, "query": claim, "limit": 10})
+            others = [h["id"] for h in r.json()["results"] if h["id"] not in rel][:3]
+            qv = judge.encode([claim])[0]
+            for ids, bucket in ((rel, pos), (others, neg)):
+                sents = [s.text for d in ids if d in corpus for s in judge.split(corpus[d].get("text", ""))]
+                if sents:
+                    bucket.append(float((judge.encode(sents) @ qv).max()))
+    pos_a, neg_a = np.array(pos), np.array(neg)
+    print(f"claims: {len(pos)}; best cosine to a sentence of a relevant abstract vs of a retrieved non-relevant one")
+    for p in (10, 25, 50, 75, 90):
+        print(f"  p{p:<3} relevant {percentile(pos, p):.3f}   non-relevant {percentile(neg, p):.3f}")
+    best = max(np.arange(0.3, 0.9, 0.01),
+               key=lambda t: ((pos_a >= t).mean() + (neg_a < t).mean()) / 2)
+    print(f"threshold with the best balanced accuracy: {best:.2f} "
+          f"(relevant >= it: {(pos_a >= best).mean():.2f}, non-relevant < it: {(neg_a < best).mean():.2f}); "
+          f"in use: {judge.threshold} (relevant >= it: {(pos_a >= judge.threshold).mean():.2f}, "
+          f"non-relevant < it: {(neg_a < judge.threshold).mean():.2f})")
+    print(json.dumps({"claims": len(pos), "best_threshold": round(float(best), 2), "threshold": judge.threshold,
+                      "relevant_p50": round(percentile(pos, 50), 3), "nonrelevant_p50": round(percentile(neg, 50), 3)}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", required=True, help="BEIR folder (corpus.jsonl, queries.jsonl)")
+    ap.add_argument("--qrels", required=True, help="qrels file (BEIR tsv)")
+    ap.add_argument("--url", default="http://127.0.0.1:8001")
+    ap.add_argument("--collection", default="scifact")
+    ap.add_argument("--questions", type=int, default=30)
+    ap.add_argument("--body", default="{}", help='extra /rag request fields as JSON, e.g. \'{"limit": 3}\'')
+    ap.add_argument("--models-dir", type=Path, default=Path(__file__).resolve().parents[1] / "models")
+    ap.add_argument("--timeout", type=float, default=120)
+    ap.add_argument("--calibrate", action="store_true", help="measure the support threshold instead")
+    ap.add_argument("--verbose", action="store_true", help="print each question's row")
+    args = ap.parse_args()
+    queries = read_queries(Path(args.dataset) / "queries.jsonl")
+    qrels = read_qrels(args.qrels)
+    print(f"# {' '.join(__import__('sys').argv)}")
+    if args.calibrate:
+        calibrate(args, queries, qrels)
+        return
+    rows = evaluate(args, queries, qrels)
+    agg = aggregate(rows)
+    print(f"{'questions':<22}{agg['questions']}")
+    for k, v in agg.items():
+        if k != "questions":
+            print(f"{k:<22}{v}")
+    print(json.dumps(agg))
+
+
+if __name__ == "__main__":
+    main()
