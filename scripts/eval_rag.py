@@ -8,7 +8,8 @@
 Per question and in aggregate:
 
 * answer rate — the answer is non-empty, not an echo of the question and not a stub (fewer than 3 content
-  words, or ending in ':' like "The answer is:");
+  words, or ending in ':' like "The answer is:"): ``search_service.grounding.not_an_answer``, the service's
+  own check;
 * groundedness — the share of the answer's sentences supported by a sentence of the returned sources: MiniLM
   cosine >= the threshold (``search_service.grounding.SUPPORT_THRESHOLD``; ``--calibrate`` measures it);
   "grounded" = at least one supported sentence;
@@ -36,23 +37,14 @@ import numpy as np
 from stack_dev.beir import read_corpus, read_qrels, read_queries, relevant
 from stack_dev.stats import percentile
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-_STOP = frozenset("a an the of and or to in on for with by is are was were be been it its this that these those "
-                  "as at from which what who how do does did not no yes answer".split())
 _MARKER = re.compile(r"\[([^\[\]\n]{1,80})\]")
 
 
-def content_words(text: str) -> list[str]:
-    return [w for w in _WORD.findall(text.lower()) if w not in _STOP]
-
-
 def answered(answer: str, question: str) -> bool:
-    a = " ".join(answer.split())
-    if not a or a.rstrip().endswith(":"):
-        return False
-    if a.lower().strip(" .?!") == question.lower().strip(" .?!"):
-        return False
-    return len(content_words(a)) >= 3
+    """Not empty, not a stub, not an echo of the question (search_service.grounding.not_an_answer)."""
+    from search_service.grounding import not_an_answer
+
+    return not_an_answer(answer, question) is None
 
 
 def read_stream(client: httpx.Client, body: dict) -> dict:
@@ -139,8 +131,9 @@ def evaluate(args, queries: dict[str, str], qrels: dict[str, dict[str, int]]) ->
             cited = set()
             for c in res["done"].get("citations") or []:
                 cited |= {s["id"] for s in c.get("sources", [])}
-            for m in _MARKER.finditer(answer):
-                cited |= {part.strip() for part in m.group(1).split(",")}
+            if res["done"].get("answer_type", "generated") == "generated":      # an extract quotes sources'
+                for m in _MARKER.finditer(answer):                           # own "[2]"-style references
+                    cited |= {part.strip() for part in m.group(1).split(",")}
             invalid = cited - set(source_ids)
             supported, n_sent = judge.support(answer, [doc_text(d) for d in source_ids])
             row = {
@@ -176,34 +169,43 @@ def aggregate(rows: list[dict]) -> dict:
 
 
 def calibrate(args, queries: dict[str, str], qrels: dict[str, dict[str, int]]) -> None:
-    """The threshold, measured: for each claim, the best cosine to a sentence of its relevant abstracts
-    (support) and to a sentence of an abstract retrieved for it that is not relevant (topical, unsupported)."""
+    """The threshold, measured: for each claim, the best cosine to a sentence of (a) its relevant abstracts
+    (the evidence), (b) three abstracts retrieved for it that are not relevant (same topic, no evidence: the
+    hard case) and (c) three random abstracts (off topic). The threshold is chosen between (a) and (c); (b)
+    shows what a bi-encoder cannot tell apart."""
+    import random
+
     judge = Judge(args.models_dir)
     corpus = read_corpus(Path(args.dataset))
+    rng = random.Random(7)
+    ids = sorted(corpus)
+    buckets: dict[str, list[float]] = {"relevant": [], "retrieved non-relevant": [], "random": []}
     with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
-        pos, neg = [], []
         for qid in [q for q in sorted(qrels, key=lambda x: (len(x), x)) if q in queries][:args.questions]:
             claim = queries[qid]
             rel = relevant(qrels[qid])
             r = client.post("/search/hybrid", json={"collection": args.collection, "query": claim, "limit": 10})
             others = [h["id"] for h in r.json()["results"] if h["id"] not in rel][:3]
+            rand = [d for d in rng.sample(ids, 6) if d not in rel][:3]
             qv = judge.encode([claim])[0]
-            for ids, bucket in ((rel, pos), (others, neg)):
-                sents = [s.text for d in ids if d in corpus for s in judge.split(corpus[d].get("text", ""))]
+            for name, docs in (("relevant", rel), ("retrieved non-relevant", others), ("random", rand)):
+                sents = [s.text for d in docs if d in corpus for s in judge.split(corpus[d].get("text", ""))]
                 if sents:
-                    bucket.append(float((judge.encode(sents) @ qv).max()))
-    pos_a, neg_a = np.array(pos), np.array(neg)
-    print(f"claims: {len(pos)}; best cosine to a sentence of a relevant abstract vs of a retrieved non-relevant one")
+                    buckets[name].append(float((judge.encode(sents) @ qv).max()))
+    arr = {k: np.array(v) for k, v in buckets.items()}
+    print(f"claims: {len(arr['relevant'])}; best cosine of a claim to a sentence of each kind of abstract")
+    print(f"  {'':<5}" + "".join(f"{k:>24}" for k in arr))
     for p in (10, 25, 50, 75, 90):
-        print(f"  p{p:<3} relevant {percentile(pos, p):.3f}   non-relevant {percentile(neg, p):.3f}")
-    best = max(np.arange(0.3, 0.9, 0.01),
-               key=lambda t: ((pos_a >= t).mean() + (neg_a < t).mean()) / 2)
-    print(f"threshold with the best balanced accuracy: {best:.2f} "
-          f"(relevant >= it: {(pos_a >= best).mean():.2f}, non-relevant < it: {(neg_a < best).mean():.2f}); "
-          f"in use: {judge.threshold} (relevant >= it: {(pos_a >= judge.threshold).mean():.2f}, "
-          f"non-relevant < it: {(neg_a < judge.threshold).mean():.2f})")
+        print(f"  p{p:<4}" + "".join(f"{percentile(v, p):>24.3f}" for v in arr.values()))
+    pos, neg, hard = arr["relevant"], arr["random"], arr["retrieved non-relevant"]
+    best = max(np.arange(0.3, 0.9, 0.01), key=lambda t: ((pos >= t).mean() + (neg < t).mean()) / 2)
+    for t, what in ((best, "best balanced accuracy, relevant vs random"), (judge.threshold, "in use")):
+        print(f"threshold {t:.2f} ({what}): relevant >= it {(pos >= t).mean():.2f}, random < it "
+              f"{(neg < t).mean():.2f}, retrieved non-relevant < it {(hard < t).mean():.2f}")
     print(json.dumps({"claims": len(pos), "best_threshold": round(float(best), 2), "threshold": judge.threshold,
-                      "relevant_p50": round(percentile(pos, 50), 3), "nonrelevant_p50": round(percentile(neg, 50), 3)}))
+                      **{f"{k.replace(' ', '_')}_p50": round(percentile(v, 50), 3) for k, v in arr.items()},
+                      "relevant_at_threshold": round(float((pos >= judge.threshold).mean()), 3),
+                      "random_below_threshold": round(float((neg < judge.threshold).mean()), 3)}))
 
 
 def main() -> None:

@@ -9,6 +9,8 @@
   embeddings at or above ``SUPPORT_THRESHOLD``): Cohere-style citation spans into the answer.
 * :func:`strip_unknown_markers` — ``[id]`` markers the model wrote that name no returned source are removed.
 * :func:`extractive_answer` — the best-supported source sentences, cited, for when nothing generated holds.
+* :func:`not_an_answer` — why a generated text is no answer at all: empty, a stub ("The answer is:") or an
+  echo of the question (small models do all three).
 
 ``SUPPORT_THRESHOLD``: a sentence counts as supported by a source sentence when their MiniLM cosine is at
 least this. ``python scripts/eval_rag.py --calibrate`` measures it on SciFact (a claim against the sentences
@@ -61,6 +63,35 @@ def _add(out: list[Sentence], text: str, a: int, b: int, min_chars: int) -> None
     piece = text[a:b]
     if len(piece) >= min_chars and any(ch.isalnum() for ch in piece):
         out.append(Sentence(piece, a, b))
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_STOP = frozenset("a an the of and or to in on for with by is are was were be been it its this that these those "
+                  "as at from which what who how do does did not no yes answer question".split())
+_VERDICT = re.compile(r"^(yes|no)\b|^(네|예|아니요|아니오|아닙니다)", re.I)
+ECHO_OVERLAP = 0.8      # share of the answer's content words that are the question's: a restatement, no answer
+
+
+def content_words(text: str) -> list[str]:
+    return [w for w in _WORD.findall(text.lower()) if w not in _STOP]
+
+
+def not_an_answer(answer: str, question: str) -> str | None:
+    """``"empty"``, ``"stub"`` (fewer than 3 content words, or ending in ':' like "The answer is:") or
+    ``"echo"`` (at least ECHO_OVERLAP of its content words, and hardly more words, are the question's; an
+    answer that starts with yes or no is a verdict, not an echo) — else None."""
+    text = " ".join(_MARKER.sub("", answer).split())
+    if not text:
+        return "empty"
+    words = content_words(text)
+    if text.endswith(":") or len(words) < 3:
+        return "stub"
+    if _VERDICT.match(text):
+        return None          # "Yes, X causes Y." restates a yes/no question, and answers it
+    asked = set(content_words(question))
+    if asked and sum(w in asked for w in words) >= ECHO_OVERLAP * len(words) and len(set(words)) <= len(asked) + 1:
+        return "echo"
+    return None
 
 
 def estimate_tokens(text: str) -> int:

@@ -125,7 +125,7 @@ def test_messages_carry_the_sources_by_id_and_the_recent_history():
     assert msgs[0]["role"] == "system"
     assert [m["content"] for m in msgs[1:-1]] == ["Earlier?", "Earlier answer."]     # the long old turn dropped
     assert "[d0] T0\nOne. Two." in msgs[-1]["content"] and "[d1]\nThree." in msgs[-1]["content"]
-    assert msgs[-1]["content"].endswith("Question: why?")
+    assert msgs[-1]["content"].startswith("Context:\n[d0]") and msgs[-1]["content"].endswith("why?\nAnswer in one sentence.")
 
 
 def test_shrink_budget_cuts_the_overflow_in_real_tokens():
@@ -194,3 +194,20 @@ def test_llm_client_stream_cut_or_failing_is_unavailable():
         _stream(sse.encode({"choices": []}))
     with pytest.raises(LLMUnavailable, match="failed mid-stream: boom"):
         _stream(sse.encode({"error": {"type": "generation_error", "message": "boom"}}) + sse.DONE)
+
+
+@pytest.mark.parametrize("answer,question,why", [
+    ("", "Does vitamin D prevent fractures?", "empty"),
+    ("The answer to this question is:", "Does vitamin D prevent fractures?", "stub"),
+    ("Yes.", "Does vitamin D prevent fractures?", "stub"),
+    ("ADAR1 binds to Dicer to cleave pre-miRNA.", "ADAR1 binds to Dicer to cleave pre-miRNA.", "echo"),
+    ("5% of perinatal mortality is attributed to low birth weight.",
+     "5% of perinatal mortality is due to low birth weight.", "echo"),
+    ("Does vitamin D prevent fractures [doc-1]?", "Does vitamin D prevent fractures?", "echo"),
+    ("Yes, obesity is a risk factor for diabetes.", "Is obesity a risk factor for diabetes?", None),
+    ("Vitamin D can help prevent fractures by promoting bone mineralization.", "Does vitamin D prevent fractures?", None),
+    ("네, 비타민 D는 골절 위험을 낮춥니다.", "비타민 D는 골절 위험을 낮추나요?", None),
+    ("Statins block HMG-CoA reductase, which lowers LDL.", "How do statins work?", None),
+])
+def test_a_text_that_is_no_answer_is_named(answer, question, why):
+    assert grounding.not_an_answer(answer, question) == why

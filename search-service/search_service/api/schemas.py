@@ -244,6 +244,9 @@ class RagResponse(BaseModel):
     grounded: bool = Field(description="At least one sentence of the generated answer is supported by a source.")
     citations: list[Citation]
     generated_answer: str | None = Field(None, description="The model's text, when an extractive answer replaced it.")
+    replaced_because: Literal["unsupported", "empty", "stub", "echo"] | None = Field(
+        None, description="Why the generated text was replaced: no source supports it, or it is no answer (empty, "
+                          "a stub like 'The answer is:', the question repeated).")
     query: str = Field(description="The query retrieval used (a follow-up is made standalone with the history).")
     finish_reason: str | None = None
     model: str | None = None
