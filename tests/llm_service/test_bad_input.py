@@ -64,3 +64,9 @@ def test_invalid_utf8_and_korean(c):
     r = c.post("/generate", json={"prompt": "서울의 지하철은 🙂 \u0000 \ud7a3", "max_new_tokens": 3, "seed": 1})
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["prompt_tokens"] > 5 if "usage" in r.json() else True
+
+
+def test_generate_refuses_an_undeclared_field_by_name(c):
+    for field in ("surely_not_a_field", "max_tokens", "presence_penalty"):    # /generate's own API: 422 names it
+        r = c.post("/generate", json={"prompt": "x", field: 1})
+        assert r.status_code == 422 and field in r.json()["error"]["message"], r.text

@@ -9,7 +9,7 @@ import pytest
 
 from llm_service.engine.base import SamplingParams
 from llm_service.engine.onnx import OnnxRunner
-from llm_service.engine.sampling import apply_repetition_penalty, sample_token
+from llm_service.engine.sampling import apply_presence_frequency, apply_repetition_penalty, sample_token
 from llm_service.engine.tokenizer import ChatTemplateError, IncrementalDecoder, Tokenizer
 from tests.llm_service.conftest import TINY_NAME
 
@@ -100,3 +100,14 @@ def test_kv_cache_decode_equals_full_recompute(tiny):
     pos = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
     pad_logits, _ = runner.forward(padded, mask, pos, None)
     assert np.allclose(full, pad_logits, atol=1e-4)
+
+
+def test_presence_and_frequency_penalties_follow_openais_formula():
+    logits = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
+    counts = (np.array([1, 3]), np.array([2.0, 1.0], dtype=np.float32))     # token 1 twice, token 3 once
+    out = apply_presence_frequency(logits, counts, presence=0.5, frequency=0.25)
+    assert np.allclose(out, [1.0, 2.0 - 2 * 0.25 - 0.5, 3.0, 4.0 - 0.25 - 0.5]) and logits[1] == 2.0   # a copy
+    assert np.allclose(apply_presence_frequency(logits, counts, -1.0, 0.0), [1.0, 3.0, 3.0, 5.0])     # encourages
+    assert apply_presence_frequency(logits, None, 1.0, 1.0) is logits
+    greedy = SamplingParams(temperature=0, frequency_penalty=2.0)
+    assert sample_token(logits, greedy, np.random.default_rng(0), counts=counts) == 2   # 3 -> 2.0: token 2 wins

@@ -71,3 +71,53 @@ def test_client_errors(oai):
         oai.completions.create(model=TINY_NAME, prompt="word " * 5000, max_tokens=2)
     with pytest.raises(openai.UnprocessableEntityError):
         oai.chat.completions.create(model=TINY_NAME, messages=[{"role": "robot", "content": "x"}])
+
+
+# --- no request field is silently ignored ------------------------------------------------------------------
+def test_unknown_and_unsupported_fields_are_refused_by_name(oai):
+    chat = dict(model=TINY_NAME, messages=[{"role": "user", "content": "Name a fruit."}], max_tokens=4)
+    with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: surely_not_a_field"):
+        oai.chat.completions.create(**chat, extra_body={"surely_not_a_field": 3})
+    with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: frobnicate"):
+        oai.completions.create(model=TINY_NAME, prompt="x", max_tokens=2, extra_body={"frobnicate": True})
+    schema = {"type": "object", "properties": {"fruit": {"type": "string"}}, "required": ["fruit"]}
+    refused = [
+        ("response_format", dict(response_format={"type": "json_schema",
+                                                  "json_schema": {"name": "f", "schema": schema, "strict": True}})),
+        ("response_format", dict(response_format={"type": "json_object"})),
+        ("tools", dict(tools=[{"type": "function", "function": {"name": "f", "parameters": schema}}])),
+        ("logprobs", dict(logprobs=True, top_logprobs=2)),
+        ("logit_bias", dict(logit_bias={"12": 5})),
+        ("n", dict(n=2)),
+    ]
+    for param, kwargs in refused:
+        with pytest.raises(openai.BadRequestError) as err:
+            oai.chat.completions.create(**chat, **kwargs)
+        assert err.value.body["details"]["param"] == param and "not supported" in err.value.body["message"], kwargs
+    tool_turn = {"role": "assistant", "content": None,
+                 "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    with pytest.raises(openai.BadRequestError, match=r"messages\[1\].tool_calls is not supported"):
+        oai.chat.completions.create(model=TINY_NAME, max_tokens=2, messages=[chat["messages"][0], tool_turn])
+
+
+def test_documented_no_op_fields_and_a_returned_message_are_accepted(oai):
+    first = oai.chat.completions.create(model=TINY_NAME, messages=[{"role": "user", "content": "Hi"}], max_tokens=3,
+                                        user="u-1", metadata={"team": "search"}, store=False,
+                                        service_tier="auto", tools=[], logprobs=False)
+    # the client's own message object of the answer, sent back as history (refusal, annotations, ... as null)
+    again = oai.chat.completions.create(model=TINY_NAME, max_tokens=3, messages=[
+        {"role": "user", "content": "Hi"}, first.choices[0].message.model_dump(), {"role": "user", "content": "And?"}])
+    assert again.choices[0].message.role == "assistant"
+
+
+def test_max_completion_tokens_and_the_penalties_act(oai):
+    r = oai.chat.completions.create(model=TINY_NAME, messages=[{"role": "user", "content": "Count."}],
+                                    max_completion_tokens=5, temperature=0)
+    assert r.usage.completion_tokens <= 5
+    plain = oai.completions.create(model=TINY_NAME, prompt="a b a b", max_tokens=24, temperature=0)
+    penalized = oai.completions.create(model=TINY_NAME, prompt="a b a b", max_tokens=24, temperature=0,
+                                       frequency_penalty=2.0, presence_penalty=2.0)
+    assert penalized.choices[0].text != plain.choices[0].text
+    assert oai.completions.create(model=TINY_NAME, prompt="a b a b", max_tokens=24, temperature=0,
+                                  frequency_penalty=2.0, presence_penalty=2.0).choices[0].text == \
+        penalized.choices[0].text                                     # deterministic, like everything greedy

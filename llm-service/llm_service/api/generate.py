@@ -12,7 +12,9 @@ router = APIRouter(tags=["generate"])
 
 def sampling_of(body) -> dict:
     return {"temperature": body.temperature, "top_p": body.top_p, "top_k": body.top_k,
-            "repetition_penalty": body.repetition_penalty, "seed": body.seed, "stop": stop_tuple(body.stop)}
+            "repetition_penalty": body.repetition_penalty, "seed": body.seed, "stop": stop_tuple(body.stop),
+            "presence_penalty": getattr(body, "presence_penalty", 0.0),
+            "frequency_penalty": getattr(body, "frequency_penalty", 0.0)}
 
 
 @router.post("/generate", response_model=GenerateResponse,

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request
 from stack_common.errors import ServiceError
 
 from ..openai_protocol import (SSE_RESPONSE, ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest,
-                               ModelList, OpenAIFields, chat_body, chat_chunk, completion_body, model_card, new_id,
-                               usage_dict)
+                               ModelList, OpenAIFields, chat_body, chat_chunk, check_openai_fields, completion_body,
+                               model_card, new_id, usage_dict)
 from .deps import wait_disconnect, RegistryDep, ServingDep
 from .generate import sampling_of
 from .sse import sse_response
@@ -16,10 +16,7 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 
 
 def _unsupported(body: OpenAIFields) -> None:
-    if body.logprobs not in (None, False, 0):
-        raise ServiceError("logprobs are not supported")
-    if body.presence_penalty or body.frequency_penalty:
-        raise ServiceError("presence_penalty/frequency_penalty are not supported; use repetition_penalty")
+    check_openai_fields(body)
 
 
 # exclude_unset: a gate without a record has no scores, and they stay absent (not null) as before.

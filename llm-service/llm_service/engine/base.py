@@ -14,6 +14,8 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0                    # 0 = off
     repetition_penalty: float = 1.0   # 1 = off (HF/CTRL style: divide positive logits, multiply negative)
+    presence_penalty: float = 0.0     # OpenAI's: minus this from the logit of every token already generated
+    frequency_penalty: float = 0.0    # OpenAI's: minus this times the token's count in the generated text
     seed: int | None = None
     stop: tuple[str, ...] = ()
 

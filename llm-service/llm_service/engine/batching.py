@@ -66,8 +66,8 @@ class AdmissionGate:
 
 
 class _Seq:
-    __slots__ = ("req", "loop", "queue", "rng", "decoder", "cancelled", "done", "generated", "seen", "pos",
-                 "t_arrival", "t_last")
+    __slots__ = ("req", "loop", "queue", "rng", "decoder", "cancelled", "done", "generated", "seen", "counts",
+                 "pos", "t_arrival", "t_last")
 
     def __init__(self, req: GenerationRequest, loop: asyncio.AbstractEventLoop, tokenizer: Tokenizer) -> None:
         self.req = req
@@ -79,6 +79,9 @@ class _Seq:
         self.done = False
         self.generated: list[int] = []
         self.seen: set[int] = set(req.prompt_ids) if req.params.repetition_penalty != 1.0 else set()
+        # generated-token counts for the presence/frequency penalties (None when both are 0)
+        self.counts: dict[int, int] | None = {} if (req.params.presence_penalty or req.params.frequency_penalty) \
+            else None
         self.pos = len(req.prompt_ids)
         self.t_arrival = time.perf_counter()
         self.t_last = 0.0
@@ -263,10 +266,16 @@ class BatchEngine:
                 continue
             p = s.req.params
             seen = np.fromiter(s.seen, dtype=np.int64) if s.seen else None
-            tok = sample_token(logits[i], p, s.rng, seen)
+            counts = None
+            if s.counts:
+                counts = (np.fromiter(s.counts.keys(), dtype=np.int64, count=len(s.counts)),
+                          np.fromiter(s.counts.values(), dtype=np.float32, count=len(s.counts)))
+            tok = sample_token(logits[i], p, s.rng, seen, counts=counts)
             s.generated.append(tok)
             if p.repetition_penalty != 1.0:
                 s.seen.add(tok)
+            if s.counts is not None:
+                s.counts[tok] = s.counts.get(tok, 0) + 1
             finish = None
             if tok in s.req.eos_token_ids:
                 text, finish = s.decoder.flush(), "stop"

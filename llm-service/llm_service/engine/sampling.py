@@ -1,4 +1,5 @@
-"""Numpy sampling of one row's next token: repetition penalty, temperature, top-k, top-p."""
+"""Numpy sampling of one row's next token: repetition penalty, presence/frequency penalties, temperature,
+top-k, top-p."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,6 +16,18 @@ def apply_repetition_penalty(logits: np.ndarray, seen: np.ndarray, penalty: floa
     return logits
 
 
+def apply_presence_frequency(logits: np.ndarray, counts: tuple[np.ndarray, np.ndarray] | None,
+                             presence: float, frequency: float) -> np.ndarray:
+    """OpenAI's penalties over the tokens generated so far (``counts`` = (token ids, times each)):
+    ``logit[j] -= count[j] * frequency + (count[j] > 0) * presence``. Negative values encourage repeats."""
+    if counts is None or (presence == 0.0 and frequency == 0.0) or counts[0].size == 0:
+        return logits
+    ids, n = counts
+    logits = logits.copy()
+    logits[ids] -= (n * frequency + presence).astype(np.float32)
+    return logits
+
+
 def _draw(probs: np.ndarray, rng: np.random.Generator) -> int:
     """Index drawn from unnormalised probabilities (inverse CDF: one uniform number per token)."""
     cdf = np.cumsum(probs, dtype=np.float64)
@@ -22,7 +35,8 @@ def _draw(probs: np.ndarray, rng: np.random.Generator) -> int:
 
 
 def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator,
-                 seen: np.ndarray | None = None, nucleus_candidates: int = 256) -> int:
+                 seen: np.ndarray | None = None, nucleus_candidates: int = 256,
+                 counts: tuple[np.ndarray, np.ndarray] | None = None) -> int:
     """Next token of one row from its float32 logits (V,).
 
     temperature 0 = greedy. top-k and top-p work on a partial sort: the ``nucleus_candidates`` best
@@ -32,6 +46,7 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
     logits = logits.astype(np.float32, copy=False)
     if seen is not None:
         logits = apply_repetition_penalty(logits, seen, params.repetition_penalty)
+    logits = apply_presence_frequency(logits, counts, params.presence_penalty, params.frequency_penalty)
     if params.temperature <= 0.0:
         return int(np.argmax(logits))
     scaled = logits / np.float32(params.temperature)
