@@ -37,10 +37,11 @@ def unique_name() -> str:
 #
 # Building them is the heaviest work of the suite (SmolLM2: export, quantization and the quality gate,
 # minutes on 2 cores). So that it does not hold the suite up, a background process (tests/model_builder.py)
-# starts building the models the collected tests need as soon as collection is done, one intra-op thread
-# and one gate worker, while the tests that need no model run first on the other core: tests are ordered
-# by the model they need (none, the tiny model, SmolLM2), whole modules at a time. The fixtures call the
-# pipeline with the same arguments: it waits on the pipeline's lock and finds the builder's cache.
+# starts building SmolLM2 (then the tiny model) as soon as collection is done, one intra-op thread and one
+# gate worker, while the other tests run on the other core: tests are ordered by the model they need (none,
+# the tiny model, SmolLM2), whole modules at a time. The fixtures call the pipeline with the same arguments:
+# the pipeline's per-model lock makes a fixture wait for a build in progress and then find its cache, or
+# build the model itself (the tiny one, when its tests come before the builder gets to it).
 
 TINY_ARGS = dict(name=TINY_NAME, precisions=("fp32", "int8", "w8", "int4"), cache_dir=REPO_MODELS / ".cache",
                  bench_tokens=16, bench_runs=1)
