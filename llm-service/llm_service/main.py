@@ -17,7 +17,7 @@ from stack_common.limits import BodySizeLimitMiddleware
 from stack_common.logs import configure_logging
 from stack_common.metrics import metrics_router
 
-from .api import admin, generate, health, openai
+from .api import admin, generate, health, openai, tokenize
 from .core.metrics import Metrics
 from .core.settings import Settings
 from .engine.batching import AdmissionGate
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(generate.router)
     app.include_router(openai.router)
+    app.include_router(tokenize.router)
     app.include_router(admin.router)
     app.include_router(metrics_router(metrics.registry))
     return app

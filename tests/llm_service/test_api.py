@@ -233,3 +233,22 @@ def test_client_disconnect_cancels_non_stream(proc_client, llm_server):
     sock.close()                                             # hang up mid-generation
     _wait_cancelled(client, before)
     assert metric(client, "llm_generation_tokens_total") - tokens_before < 1000
+
+
+def test_tokenize_and_detokenize_round_trip(client, tiny_tokenizer):
+    c = client
+    for text in ("The sky is blue.", "서울의 지하철 🙂", "a" * 50):
+        r = c.post("/tokenize", json={"prompt": text})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["tokens"] == tiny_tokenizer.encode(text).ids and body["count"] == len(body["tokens"])
+        assert body["model"] == TINY_NAME and body["max_model_len"] > body["count"]
+        back = c.post("/detokenize", json={"tokens": body["tokens"]}).json()["prompt"]
+        assert back.strip() == text
+    chat = c.post("/tokenize", json={"messages": [{"role": "user", "content": "Hi"}]}).json()
+    prompt = c.post("/detokenize", json={"tokens": chat["tokens"]}).json()["prompt"]
+    assert "Hi" in prompt and chat["count"] > len(tiny_tokenizer.encode("Hi").ids)   # the chat template around it
+    assert c.post("/tokenize", json={"prompt": "x", "messages": [{"role": "user", "content": "x"}]}).status_code == 422
+    assert c.post("/tokenize", json={"prompt": "x", "model": "nope"}).status_code == 404
+    r = c.post("/detokenize", json={"tokens": [1, 10**9]})
+    assert r.status_code == 422 and "outside the vocabulary" in r.json()["error"]["message"]

@@ -289,3 +289,37 @@ def test_unknown_collection_and_bad_bodies(client):
     assert r.status_code == 413 and r.json()["error"]["type"] == "payload_too_large"
     r = client.post("/collections/x/documents", json={"documents": [{"id": "1", "text": "y" * 2_100_000}]})
     assert r.status_code == 413
+
+
+def test_openai_embeddings_api_with_the_official_client(client, embedder):
+    """POST /v1/embeddings through the official openai client (its http client: this in-process app): the
+    vectors are the stack's own model's, in float and base64, with usage; what it cannot do is refused."""
+    import base64
+
+    import numpy as np
+    import openai
+
+    oai = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=client, max_retries=0)
+    model = oai.models.list().data[0].id
+    assert model == embedder.model_id
+    texts = ["Vitamin D and bone density", "김치는 발효 음식이다.", "hybrid search over documents"]
+    r = oai.embeddings.create(model=model, input=texts)
+    want = embedder.encode(texts)
+    got = np.array([d.embedding for d in sorted(r.data, key=lambda d: d.index)], dtype=np.float32)
+    assert got.shape == (3, embedder.dim) and np.all(np.sum(got * want, axis=1) > 0.999)
+    assert r.usage.prompt_tokens == r.usage.total_tokens == sum(embedder.token_count(t) for t in texts)
+    # (the client asks for base64 itself unless told otherwise, and decodes it: the call above was base64)
+    one = oai.embeddings.create(model="all-MiniLM-L6-v2", input=texts[0], encoding_format="float")
+    raw = client.post("/v1/embeddings", json={"model": model, "input": texts[0], "encoding_format": "base64"}).json()
+    vec = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
+    alone = embedder.encode(texts[:1])[0]      # int8 activations: a text's vector depends on its batch mates
+    assert np.allclose(vec, one.data[0].embedding, atol=1e-6) and float(vec @ alone) > 0.999
+    with pytest.raises(openai.NotFoundError, match="not served here"):
+        oai.embeddings.create(model="text-embedding-3-small", input="x")
+    with pytest.raises(openai.BadRequestError, match="cannot shorten"):
+        oai.embeddings.create(model=model, input="x", dimensions=64)
+    with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: surely_not"):
+        oai.embeddings.create(model=model, input="x", extra_body={"surely_not": 1})
+    for bad in ([], [""], ["x"] * 257):
+        r = client.post("/v1/embeddings", json={"model": model, "input": bad})
+        assert r.status_code == 422 and "input" in r.json()["error"]["message"], bad

@@ -254,3 +254,45 @@ class RagResponse(BaseModel):
     usage: dict[str, int] | None = None
     retrieval_ms: float
     took_ms: float
+
+
+class EmbeddingsRequest(BaseModel):
+    """OpenAI's ``POST /v1/embeddings`` (the fields this server implements; others are refused by name)."""
+    model_config = ConfigDict(extra="allow")        # unknown fields: 400 naming them (routes/embeddings.py)
+
+    input: str | list[str] = Field(..., description="A text or a list of up to 256 texts.")
+    model: str = Field(..., max_length=256, description="The embedding model (GET /v1/models lists it).")
+    encoding_format: Literal["float", "base64"] = Field("float", description="base64: little-endian float32 bytes.")
+    dimensions: int | None = Field(None, ge=1, description="Only the model's own dimension is accepted.")
+    user: str | None = Field(None, max_length=256, description="Accepted; changes nothing.")
+
+
+class EmbeddingItem(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingsUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"]
+    data: list[EmbeddingItem]
+    model: str
+    usage: EmbeddingsUsage
+
+
+class EmbeddingModelCard(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+    dimensions: int
+
+
+class EmbeddingModelList(BaseModel):
+    object: Literal["list"]
+    data: list[EmbeddingModelCard]
