@@ -11,10 +11,7 @@ end-to-end tests share them, so each model is built once per session.
 """
 from __future__ import annotations
 
-import gc
-import logging
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +24,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from tests.conftest import TINY_NAME  # noqa: F401  (re-exported for the tests)
+from tests.inprocess import serve_app
 
 
 # settings of the shared tiny-model service (``llm_server``, ``llm_app``): int8 by setting (LLM_PRECISION: the
@@ -71,53 +69,16 @@ def app_settings(models_dir: Path, **extra):
                        **extra})
 
 
-_root_log_state: list = []      # the root logger's level and our handlers before the first open app
-_open_apps = [0]
-
-
 @contextmanager
 def serve_in_process(settings) -> Iterator[httpx.Client]:
-    """``create_app(settings)`` served in this process: a TestClient (an ``httpx.Client`` over an ASGI
-    transport) whose context runs the app's lifespan. Server errors come back as responses (500), as a
-    real server would send them, and redirects are not followed (as with a plain ``httpx.Client``).
-    Responses stream: ``client.stream(...)`` gets each chunk as the app sends it, and closing a response
-    before its end cancels the app's handling of the request.
-
-    On exit the app is closed, and this checks that every thread the app started (its event loop, the
-    engines' decode workers, a gate thread, thread-pool workers; also those of models loaded during the
-    test) has ended. It also undoes what the app did to the test process: ``gc.freeze`` (the service
-    freezes its start-up objects) and, once the last app is closed, the root logger's configuration."""
-    from fastapi.testclient import TestClient
-
+    """``llm_service.main.create_app(settings)`` in this process (tests/inprocess.serve_app: a TestClient
+    whose context runs the lifespan; on exit, every thread the app started must have ended). Responses
+    stream: ``client.stream(...)`` gets each chunk as the app sends it, and closing a response before its
+    end cancels the app's handling of the request."""
     from llm_service.main import create_app
 
-    root = logging.getLogger()
-    if _open_apps[0] == 0:
-        _root_log_state[:] = [root.level, [h for h in root.handlers if getattr(h, "_stack_common", False)]]
-    _open_apps[0] += 1
-    before = set(threading.enumerate())
-    started: set[threading.Thread] = set()
-    try:
-        with TestClient(create_app(settings), raise_server_exceptions=False, follow_redirects=False) as client:
-            try:
-                yield client
-            finally:
-                started = set(threading.enumerate()) - before
-    finally:
-        gc.unfreeze()
-        _open_apps[0] -= 1
-        if _open_apps[0] == 0:
-            level, ours = _root_log_state
-            for h in list(root.handlers):
-                if getattr(h, "_stack_common", False) and h not in ours:
-                    root.removeHandler(h)
-            for h in ours:
-                if h not in root.handlers:
-                    root.addHandler(h)
-            root.setLevel(level)
-    for t in started:
-        t.join(10)
-    assert not [t.name for t in started if t.is_alive()], "threads left running by a closed app"
+    with serve_app(create_app(settings)) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,7 @@ tools that need a URL) start one with ``start_service``.
 from __future__ import annotations
 
 import fcntl
-import gc
-import logging
 import random
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +20,7 @@ import pytest
 
 from stack_dev import beir
 from stack_dev.procs import ServiceProcess
+from tests.inprocess import serve_app
 
 REPO = Path(__file__).resolve().parents[2]
 SCIFACT = Path("/work/shared/data/beir/scifact")
@@ -89,45 +87,17 @@ def app_settings(data_dir: Path, redis_url: str, prefix: str, **extra):
                        "redis_timeout_s": 0.2, "models_dir": REPO / "models", **extra})
 
 
-_root_log_state: list = []      # the root logger's level and handlers before the first open app configured it
-_open_apps = [0]
 
 
 @contextmanager
 def serve_in_process(settings) -> Iterator[httpx.Client]:
-    """``create_app(settings)`` served in this process: a TestClient (an ``httpx.Client`` over an ASGI
-    transport) whose context runs the app's lifespan. Server errors come back as responses (500), as a
-    real server would send them, and redirects are not followed (as with a plain ``httpx.Client``).
-
-    On exit the app is closed, and this checks what closing must release: every thread the app started
-    has ended, and the embedded engine's data-dir flock is free. It also undoes what the app did to the
-    test process: ``gc.freeze`` (the service freezes its start-up objects) and, once the last app is
-    closed, the root logger's configuration."""
-    from fastapi.testclient import TestClient
-
+    """``search_service.main.create_app(settings)`` in this process (tests/inprocess.serve_app: a TestClient
+    whose context runs the lifespan; on exit, every thread the app started must have ended). Closing must
+    also release the embedded engine's data-dir flock: checked here."""
     from search_service.main import create_app
 
-    root = logging.getLogger()
-    if _open_apps[0] == 0:
-        _root_log_state[:] = [root.level, list(root.handlers)]
-    _open_apps[0] += 1
-    before = set(threading.enumerate())
-    try:
-        with TestClient(create_app(settings), raise_server_exceptions=False, follow_redirects=False) as client:
-            started = set(threading.enumerate()) - before      # the app's event loop, embedder, executor
-            yield client
-    finally:
-        gc.unfreeze()
-        _open_apps[0] -= 1
-        if _open_apps[0] == 0:
-            level, handlers = _root_log_state
-            for h in list(root.handlers):
-                if getattr(h, "_stack_common", False) and h not in handlers:
-                    root.removeHandler(h)
-            root.setLevel(level)
-    for t in started:
-        t.join(10)
-    assert not [t.name for t in started if t.is_alive()], "threads left running by a closed app"
+    with serve_app(create_app(settings), threads_from="startup") as client:
+        yield client
     if not settings.qdrant_url:
         with open(Path(settings.data_dir) / ".lock", "a+") as fh:          # raises if still held
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
