@@ -68,4 +68,7 @@ def own_redis(tmp_path):
     own.stop()
 
 
-from tests.search_service.service_fixtures import *  # noqa: E402,F401,F403
+# the HTTP fixtures, shared by this package's tests (named, so a linter sees them used)
+from tests.search_service.service_fixtures import client, fixture_corpus, loaded, search_settings  # noqa: E402
+
+__all__ = ["client", "embedder", "fixture_corpus", "loaded", "own_redis", "search_settings"]
