@@ -27,23 +27,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 
+from search_service.grounding import MARKER, marker_ids, not_an_answer
 from stack_dev.beir import read_corpus, read_qrels, read_queries, relevant
 from stack_dev.stats import percentile
 
-_MARKER = re.compile(r"\[([^\[\]\n]{1,80})\]")
-
-
 def answered(answer: str, question: str) -> bool:
     """Not empty, not a stub, not an echo of the question (search_service.grounding.not_an_answer)."""
-    from search_service.grounding import not_an_answer
-
     return not_an_answer(answer, question) is None
 
 
@@ -101,7 +96,7 @@ class Judge:
 
     def support(self, answer: str, source_texts: list[str]) -> tuple[int, int]:
         """(supported answer sentences, answer sentences)."""
-        sents = [s.text for s in self.split(_MARKER.sub("", answer))]
+        sents = [s.text for s in self.split(MARKER.sub("", answer))]
         src = [s.text for t in source_texts for s in self.split(t)]
         if not sents or not src:
             return 0, len(sents)
@@ -132,8 +127,7 @@ def evaluate(args, queries: dict[str, str], qrels: dict[str, dict[str, int]]) ->
             for c in res["done"].get("citations") or []:
                 cited |= {s["id"] for s in c.get("sources", [])}
             if res["done"].get("answer_type", "generated") == "generated":      # an extract quotes sources'
-                for m in _MARKER.finditer(answer):                           # own "[2]"-style references
-                    cited |= {part.strip() for part in m.group(1).split(",")}
+                cited |= marker_ids(answer)                                  # own "[2]"-style references
             invalid = cited - set(source_ids)
             supported, n_sent = judge.support(answer, [doc_text(d) for d in source_ids])
             row = {

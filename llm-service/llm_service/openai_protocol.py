@@ -13,6 +13,7 @@ import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from stack_common.errors import ServiceError
 
 StopT = str | list[str] | None
 
@@ -113,8 +114,6 @@ def _empty(value: Any) -> bool:
 def check_openai_fields(body: OpenAIFields) -> None:
     """Refuse what this server would otherwise ignore: 400 naming the field (``details.param``), as OpenAI's
     API answers an unknown one. No-op fields pass (:data:`NOOP_FIELDS`)."""
-    from stack_common.errors import ServiceError
-
     if body.logprobs not in (None, False, 0):
         raise ServiceError("logprobs is not supported by this server", details={"param": "logprobs"})
     if body.n != 1:

@@ -32,7 +32,12 @@ CHARS_PER_TOKEN = 4     # estimate for English text with BPE tokenizers; digits/
 # common abbreviations and of decimals does not end one.
 _END = re.compile(r"(?<=[.!?。！？])\s+|\n+")
 _ABBREV = re.compile(r"(?:\b(?:e\.g|i\.e|et al|vs|approx|Fig|fig|Dr|Mr|Mrs|Ms|No|St|ca|cf)\.|\b[A-Z]\.)$")
-_MARKER = re.compile(r"\s?\[([^\[\]\n]{1,80})\]")
+MARKER = re.compile(r"\s?\[([^\[\]\n]{1,80})\]")     # "[id]" or "[id1, id2]" a model may write
+
+
+def marker_ids(text: str) -> set[str]:
+    """Every id named by a ``[...]`` marker in ``text``."""
+    return {part.strip() for m in MARKER.finditer(text) for part in m.group(1).split(",")}
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ def not_an_answer(answer: str, question: str) -> str | None:
     """``"empty"``, ``"stub"`` (fewer than 3 content words, or ending in ':' like "The answer is:") or
     ``"echo"`` (at least ECHO_OVERLAP of its content words, and hardly more words, are the question's; an
     answer that starts with yes or no is a verdict, not an echo) — else None."""
-    text = " ".join(_MARKER.sub("", answer).split())
+    text = " ".join(MARKER.sub("", answer).split())
     if not text:
         return "empty"
     words = content_words(text)
@@ -203,7 +208,7 @@ def strip_unknown_markers(answer: str, known_ids: set[str]) -> tuple[str, list[s
             return m.group(0)
         return ""
 
-    return _MARKER.sub(keep, answer).strip(), cited
+    return MARKER.sub(keep, answer).strip(), cited
 
 
 def extractive_answer(query_vec: np.ndarray, context: list[ContextPassage],

@@ -69,7 +69,7 @@ async def lifespan(app: FastAPI):
                             retry_s=s.redis_retry_s, prefix=s.cache_prefix, enabled=s.cache_enabled)
         await cache.ping()
         catalog = CollectionCatalog(store, embedder, analyzer, BM25Encoder, s)
-        retrievers = [VectorRetriever(store, embedder, metrics), KeywordRetriever(store, catalog, metrics)]
+        retrievers = [VectorRetriever(store, embedder, metrics), KeywordRetriever(catalog, metrics)]
         app.state.store, app.state.embedder, app.state.cache = store, embedder, cache
         app.state.catalog = catalog
         app.state.ingestor = Ingestor(catalog, s, metrics)

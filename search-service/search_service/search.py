@@ -116,8 +116,8 @@ class VectorRetriever:
 class KeywordRetriever:
     name = "keyword"
 
-    def __init__(self, store: VectorStore, catalog: CollectionCatalog, metrics: Metrics) -> None:
-        self.store, self.catalog, self.metrics = store, catalog, metrics
+    def __init__(self, catalog: CollectionCatalog, metrics: Metrics) -> None:
+        self.store, self.catalog, self.metrics = catalog.store, catalog, metrics
 
     async def retrieve(self, ctx: QueryContext) -> list[Hit]:
         with self.metrics.stage("keyword"):

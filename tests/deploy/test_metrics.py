@@ -1,6 +1,6 @@
 """`promtool check metrics` (Debian prometheus) on each service's real /metrics output.
 
-Each service runs as a real process (tests/procs.ServiceProcess, as a user runs it), serves a few real
+Each service runs as a real process (stack_dev.procs.ServiceProcess, as a user runs it), serves a few real
 requests so its histograms and counters carry samples, and its exposition goes through promtool's lint
 (format, naming conventions: counters end in _total, base units, help text)."""
 from __future__ import annotations

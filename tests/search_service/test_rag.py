@@ -96,6 +96,7 @@ def test_unrelated_answers_are_not_supported(embedder):
 def test_markers_naming_no_source_are_removed():
     text, cited = strip_unknown_markers("Yes [vitd]. Also [doc-1] and [vitd, statin]. No [x, vitd].", {"vitd", "statin"})
     assert text == "Yes [vitd]. Also and [vitd, statin]. No." and cited == ["vitd", "statin"]
+    assert grounding.marker_ids("a [x] b [y, z] c[x]") == {"x", "y", "z"}
 
 
 def test_the_extractive_answer_is_cited_source_text(embedder):

@@ -148,7 +148,7 @@ async def test_a_third_retriever_and_a_reranker_plug_into_the_real_search(tmp_pa
         texts = ["kimchi is fermented cabbage", "the subway of seoul", "insulin and diabetes",
                  "fermented soybean paste", "hangul, the korean alphabet", "bone density and vitamin d"]
         await Ingestor(catalog, settings, metrics).upsert("c", [Document(id=f"d{i}", text=t) for i, t in enumerate(texts)])
-        base = [VectorRetriever(store, embedder, metrics), KeywordRetriever(store, catalog, metrics)]
+        base = [VectorRetriever(store, embedder, metrics), KeywordRetriever(catalog, metrics)]
         q = SearchQuery(query="fermented food", collection="c", limit=6, explain=True)
         plain = await SearchService(catalog, None, settings, metrics, base).search(q)
         assert [r["id"] for r in plain["results"]][:2] in (["d0", "d3"], ["d3", "d0"])

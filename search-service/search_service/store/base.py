@@ -174,7 +174,6 @@ def _payload(with_payload: Payload) -> Payload:
 
 def _filter(flt: Filter | None) -> Filter | None:
     if flt is not None:
-        from .filters import check_filter
         check_filter(flt)
     return flt
 
@@ -340,3 +339,7 @@ class VectorStore(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None: ...
+
+
+# at the end: filters.py builds on the data model above (Filter, FieldCondition)
+from .filters import check_filter  # noqa: E402
