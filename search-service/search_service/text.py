@@ -9,6 +9,8 @@ Analyzer
     word to the English path, so mixed text works. Kiwi is
     loaded once, lazily, on the first Korean text (~2 s). Latin words and numbers that Kiwi finds
     inside Korean words ('Qdrant로') go through the English path, so both paths give the same terms.
+    ``Analyzer.spans`` gives each term with the character offsets of the word it came from (search
+    highlights); ``tokens`` is its terms, one implementation for both.
 
 BM25 as sparse vectors
     A document's vector holds, per term, ``tf·(k1+1) / (tf + k1·(1 − b + b·dl/avgdl))``; a query's
@@ -27,7 +29,7 @@ from functools import lru_cache
 
 from .store.base import SparseVector
 
-__all__ = ["Analyzer", "BM25Encoder", "term_id", "ENGLISH_STOPWORDS", "DEFAULT_K1", "DEFAULT_B"]
+__all__ = ["Analyzer", "BM25Encoder", "term_id", "has_hangul", "ENGLISH_STOPWORDS", "DEFAULT_K1", "DEFAULT_B"]
 
 # Chosen on SciFact test (scripts/dev/eval_fusion.py): k1 in 0.9..2.0 moves BM25 nDCG@10 within noise
 # (0.685 / 0.687 / 0.690 / 0.687 for 0.9 / 1.2 / 1.5 / 2.0); in the default hybrid (zscore) k1 = 1.2
@@ -60,6 +62,8 @@ _WORD = re.compile(r"[^\W_]+")
 # stems, roots, foreign words, Chinese characters, numbers. Irregular variants ('VA-I') match too.
 KOREAN_CONTENT_TAGS = frozenset({"NNG", "NNP", "NR", "VV", "VA", "XR", "SL", "SH", "SN"})
 
+_STEM_CACHE_WORDS = 100_000     # distinct English words whose stem an Analyzer keeps (~15 MB at most)
+
 _kiwi_lock = threading.Lock()
 _kiwi_use = threading.Lock()    # one analysis at a time: Kiwi's thread safety is not documented
 _kiwi = None
@@ -87,6 +91,11 @@ def _stemmer():
     return st
 
 
+def has_hangul(text: str | None) -> bool:
+    """Whether ``text`` holds Hangul (its analysis then goes through Kiwi)."""
+    return bool(text) and _HAS_HANGUL.search(text) is not None
+
+
 @lru_cache(maxsize=1 << 16)
 def term_id(token: str) -> int:
     """Stable unsigned 32-bit id of a token: blake2b (4-byte digest) read little endian."""
@@ -94,43 +103,82 @@ def term_id(token: str) -> int:
 
 
 class Analyzer:
-    """Text -> index tokens (English stop+stem, Korean content morphemes). Deterministic, thread-safe."""
+    """Text -> index terms (English stop+stem, Korean content morphemes). Deterministic, thread-safe.
+
+    :meth:`spans` is the one implementation: each term with the (start, end) of the text it came from,
+    in code points (Python ``str`` indices); :meth:`tokens` is its terms, so search highlights
+    (``search_service.highlight``) find exactly what BM25 indexes."""
 
     def __init__(self, stopwords: frozenset[str] = ENGLISH_STOPWORDS, stem: bool = True):
         self.stopwords = stopwords
         self.stem = stem
+        self._stems: dict[str, str] = {}    # word -> stem: a dict hit is ~4x cheaper than PyStemmer's call
 
-    def english(self, text: str) -> list[str]:
-        words = [w for w in _WORD.findall(text.lower()) if w not in self.stopwords]
-        return _stemmer().stemWords(words) if self.stem and words else words
+    def tokens(self, text: str) -> list[str]:
+        return [t for t, _, _ in self.spans(text)]
 
-    def korean(self, text: str) -> list[str]:
-        out = []
+    def spans(self, text: str) -> list[tuple[str, int, int]]:
+        """Every index term of ``text`` in order, with the (start, end) offsets of the word or morpheme
+        it came from: ``text[start:end]`` is the surface form (a Korean verb stem's span is its
+        syllables in the text, e.g. '갔' for 가)."""
+        if not text:
+            return []
+        if not _HAS_HANGUL.search(text):
+            return self._english(text, 0)
+        out: list[tuple[str, int, int]] = []
+        pos = 0
+        for m in _KOREAN_SPAN.finditer(text):
+            if m.start() > pos:
+                out += self._english(text[pos:m.start()], pos)
+            out += self._korean(m.group(), m.start())
+            pos = m.end()
+        if pos < len(text):
+            out += self._english(text[pos:], pos)
+        return out
+
+    def _english(self, text: str, base: int) -> list[tuple[str, int, int]]:
+        low = text.lower()
+        sw = self.stopwords
+        found = [m for m in _WORD.finditer(low) if m.group() not in sw]
+        if not found:
+            return []
+        words = [m.group() for m in found]
+        terms = self._stem(words) if self.stem else words
+        if len(low) == len(text):           # lowercasing kept every offset
+            return [(t, base + m.start(), base + m.end()) for t, m in zip(terms, found)]
+        # a character whose lowercase is longer ('İ' -> 'i̇'): map offsets in `low` back to `text`
+        orig = [i for i, ch in enumerate(text) for _ in ch.lower()]
+        if len(orig) != len(low):           # not expected (final sigma keeps its length): clamp, never raise
+            orig = [min(i, len(text) - 1) for i in range(len(low))]
+        return [(t, base + orig[m.start()], base + orig[m.end() - 1] + 1) for t, m in zip(terms, found)]
+
+    def _stem(self, words: list[str]) -> list[str]:
+        cache = self._stems
+        out = list(map(cache.get, words))
+        if None in out:
+            missing = list({w for w, t in zip(words, out) if t is None})
+            new = dict(zip(missing, _stemmer().stemWords(missing)))
+            if len(cache) + len(new) > _STEM_CACHE_WORDS:     # bounded: start over (another thread may too)
+                cache.clear()
+            cache.update(new)
+            out = [t if t is not None else new[w] for w, t in zip(words, out)]
+        return out
+
+    def _korean(self, text: str, base: int) -> list[tuple[str, int, int]]:
+        out: list[tuple[str, int, int]] = []
         kiwi = _get_kiwi()
         with _kiwi_use:
             morphemes = kiwi.tokenize(text)
         for tok in morphemes:
             if tok.tag.split("-", 1)[0] in KOREAN_CONTENT_TAGS:
+                start, end = tok.start, tok.start + tok.len
                 if tok.tag in ("SL", "SN"):   # Latin words/numbers in a Korean word: as English
-                    out.extend(self.english(tok.form))
+                    if text[start:end] == tok.form:
+                        out += self._english(tok.form, base + start)
+                    else:                      # Kiwi changed the form: each term spans the whole token
+                        out += [(t, base + start, base + end) for t, _, _ in self._english(tok.form, 0)]
                 else:
-                    out.append(tok.form.lower())
-        return out
-
-    def tokens(self, text: str) -> list[str]:
-        if not text:
-            return []
-        if not _HAS_HANGUL.search(text):
-            return self.english(text)
-        out: list[str] = []
-        pos = 0
-        for m in _KOREAN_SPAN.finditer(text):
-            if m.start() > pos:
-                out.extend(self.english(text[pos:m.start()]))
-            out.extend(self.korean(m.group()))
-            pos = m.end()
-        if pos < len(text):
-            out.extend(self.english(text[pos:]))
+                    out.append((tok.form.lower(), base + start, base + end))
         return out
 
 

@@ -31,6 +31,10 @@ class SearchRequest(BaseModel):
     filter: dict[str, Any] | None = Field(None, description="Payload filter: must/should/must_not of "
                                                             "{key, match|range} conditions, nestable.")
     explain: bool = Field(False, description="Add each retriever's rank and raw score to every result.")
+    highlight: bool = Field(False, description="Add to every result the spans of its title and text that match "
+                                               "the query (the query's BM25 terms: same stemming, stopwords and "
+                                               "Korean morphemes) and a snippet of the text around the best "
+                                               "match. Offsets are Unicode code points, end exclusive.")
 
     @field_validator("query")
     @classmethod
@@ -57,6 +61,26 @@ class Explain(BaseModel):
     score: float
 
 
+class Span(BaseModel):
+    start: int = Field(description="First character (Unicode code points, as Python counts; JavaScript counts "
+                                   "UTF-16 units, which differ for characters outside the BMP such as emoji).")
+    end: int = Field(description="End (exclusive).")
+
+
+class Snippet(BaseModel):
+    text: str = Field(description="A window of the result's text around the best match (text[start:end]).")
+    start: int = Field(description="Where the snippet starts in the result's text (code points).")
+    end: int = Field(description="Where it ends (exclusive).")
+    spans: list[Span] = Field(description="The matches inside the snippet, relative to the snippet's text.")
+
+
+class Highlight(BaseModel):
+    terms: list[str] = Field(description="The query's index terms this result matches (sorted, unique).")
+    title: list[Span] = Field(description="Matches in the title (empty without a title).")
+    text: list[Span] = Field(description="Matches in the text.")
+    snippet: Snippet
+
+
 class SearchResult(BaseModel):
     id: str
     score: float
@@ -64,6 +88,7 @@ class SearchResult(BaseModel):
     text: str
     metadata: dict[str, Any] = {}
     explain: dict[str, Explain] | None = None
+    highlight: Highlight | None = None
 
 
 class SearchResponse(BaseModel):
@@ -215,6 +240,15 @@ class RagRequest(SearchRequest):
                                                         "20, 4000 characters each); a follow-up question is made "
                                                         "standalone with them for retrieval.")
     stream: bool = Field(False, description="Stream the answer as server-sent events, sources first.")
+    highlight: Literal[False] = Field(False, description="Not for /rag (true is refused with 422): highlight "
+                                                        "applies to the /search endpoints.")
+
+    @field_validator("highlight", mode="before")
+    @classmethod
+    def _no_highlight(cls, v: Any) -> Any:
+        if v is True:
+            raise ValueError("highlight applies to the /search endpoints, not /rag")
+        return v
 
 
 class RagSource(BaseModel):

@@ -26,7 +26,7 @@ class Metrics:
         self.cache_errors = Counter("search_cache_errors_total",
                                     "Redis calls that failed or timed out (cache bypassed)", registry=r)
         self.stage_duration = Histogram("search_stage_duration_seconds",
-                                        "Latency of one search stage (embed, keyword, vector, fuse, rerank)",
+                                        "Latency of one search stage (embed, keyword, vector, fuse, rerank, highlight)",
                                         ["stage"], buckets=_STAGE_BUCKETS, registry=r)
         self.documents_ingested = Counter("search_documents_ingested_total", "Documents upserted", registry=r)
         self.documents_deleted = Counter("search_documents_deleted_total", "Documents deleted", registry=r)

@@ -103,6 +103,11 @@ class Settings(BaseSettings, AuthSettings):
     filter_max_depth: int = Field(4, ge=1, le=16, description="Deepest nesting accepted in a search filter.")
     filter_max_conditions: int = Field(64, ge=1, description="Most conditions accepted in one search filter.")
 
+    highlight_snippet_chars: int = Field(240, ge=40, le=4000,
+                                         description="Length of the snippet a `highlight: true` search returns "
+                                                     "per result, in characters (cut at spaces, so a little "
+                                                     "shorter).")
+
     preload_korean: bool = Field(False, description="Load the Korean morphological analyzer (Kiwi: ~450 MB RSS, "
                                                     "~2 s) at start; by default it loads on the first Korean text.")
 

@@ -35,7 +35,8 @@ def to_query(req: SearchRequest, mode: Mode, s: Settings) -> SearchQuery:
         score_threshold=req.score_threshold, fusion=req.fusion or s.fusion,
         alpha=req.alpha if req.alpha is not None else (None if req.weights else s.alpha),
         weights=tuple(sorted(req.weights.items())) if req.weights else None,
-        rrf_k=req.rrf_k or s.rrf_k, filter=flt, explain=req.explain)
+        rrf_k=req.rrf_k or s.rrf_k, filter=flt, explain=req.explain,
+        highlight=req.highlight, snippet_chars=s.highlight_snippet_chars)
 
 
 @router.post("/hybrid", response_model=SearchResponse, response_model_exclude_none=True)
