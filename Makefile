@@ -31,7 +31,7 @@ $(STAMP): constraints.txt requirements-dev.txt common/pyproject.toml search-serv
 
 test: $(STAMP)
 	@bash scripts/ensure_redis.sh
-	@bash scripts/ensure_tools.sh --podman
+	@bash scripts/ensure_tools.sh --podman --browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 run: $(STAMP)

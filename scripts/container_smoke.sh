@@ -197,9 +197,13 @@ with httpx.Client(base_url=search, timeout=60) as c:
     ids = [h["id"] for h in hits.json()["results"]]
     assert ids and ids[0] == "qdrant", ids
     print("hybrid search:", ids)
+    for path, kind in (("/ui", "text/html"), ("/ui/app.js", "text/javascript")):     # package data in the image
+        r = c.get(path)
+        assert r.status_code == 200 and r.headers["content-type"].startswith(kind), (path, r.status_code)
+    print("page: /ui and its assets served")
 with httpx.Client(base_url=llm, timeout=120) as c:
     r = c.post("/generate", json={"prompt": "Hello, my name is", "max_new_tokens": 8, "seed": 1})
     assert r.status_code == 200, r.text
     print("generate:", str(r.json())[:200])
 PY
-log "OK: both images built and served /readyz, a hybrid search and a generate request"
+log "OK: both images built and served /readyz, a hybrid search, the /ui page and a generate request"

