@@ -27,6 +27,7 @@ from .core.metrics import Metrics
 from .core.settings import Settings
 from .engine.batching import AdmissionGate, BatchEngine
 from .engine.factory import EngineFactory
+from .engine.grammar import GrammarCompiler
 from .engine.tokenizer import Tokenizer
 from .export.manifest import Manifest
 from .quality.gate import summary
@@ -42,6 +43,8 @@ class LoadedModel:
         self.dir = directory
         self.manifest = manifest
         self.tokenizer = tokenizer
+        # structured output: the llguidance tokenizer is built on the first constrained request
+        self.grammars = GrammarCompiler(tokenizer.to_json(), self.eos_token_ids)
         self.engines: dict[str, BatchEngine] = {}
         self.default_precision: str = ""
         self.precision_source: str = ""
@@ -89,6 +92,11 @@ class Lease:
         self.precision = precision
         self.engine = model.engines[precision]
         self._released = False
+
+    def share(self) -> "Lease":
+        """Another hold on the same model variant (for a request's further choices); released on its own."""
+        self.model.refs += 1
+        return Lease(self.registry, self.model, self.precision)
 
     def release(self) -> None:
         if not self._released:

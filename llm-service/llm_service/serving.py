@@ -14,7 +14,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from stack_common.errors import ClientClosed, ContextTooLong, Failed, ServiceError, TimedOut
 
 from .core.settings import Settings
-from .engine.base import GenerationEvent, GenerationRequest, SamplingParams
+from .engine.base import GenerationEvent, GenerationRequest, SamplingParams, TokenLogprob
+from .engine.grammar import GrammarError, GrammarSpec
 from .engine.tokenizer import ChatTemplateError
 from .registry import Lease, ModelRegistry
 
@@ -64,6 +65,7 @@ class Result:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    logprobs: list[TokenLogprob] | None = None
 
 
 class GenerationService:
@@ -71,41 +73,79 @@ class GenerationService:
         self.settings = settings
         self.registry = registry
 
-    async def prepare(self, *, model: str | None, precision: str | None, max_new_tokens: int | None,
-                      sampling: dict, prompt: str | None = None, messages: list[dict] | None = None) -> Prepared:
+    async def prepare(self, **kwargs) -> Prepared:
+        """One generation: :meth:`prepare_n` with n = 1."""
+        return (await self.prepare_n(1, **kwargs))[0]
+
+    async def prepare_n(self, n: int, *, model: str | None, precision: str | None, max_new_tokens: int | None,
+                        sampling: dict, prompt: str | None = None, messages: list[dict] | None = None,
+                        tools: list[dict] | None = None, grammar: GrammarSpec | None = None,
+                        grammar_param: str = "grammar") -> list[Prepared]:
+        """``n`` generations of one prompt (OpenAI's ``n``), submitted together so they run as rows of the
+        same batch; with a ``seed``, generation i gets seed + i. ``grammar``: the output must match it
+        (constrained decoding); a schema, regex or grammar that does not compile is a 400 naming
+        ``grammar_param``. Each returned :class:`Prepared` holds its own lease."""
         s = self.settings
-        n = s.default_max_new_tokens if max_new_tokens is None else max_new_tokens
-        if not 1 <= n <= s.max_new_tokens_limit:
-            raise ServiceError(f"max_new_tokens must be between 1 and {s.max_new_tokens_limit}, got {n}")
+        count = s.default_max_new_tokens if max_new_tokens is None else max_new_tokens
+        if not 1 <= count <= s.max_new_tokens_limit:
+            raise ServiceError(f"max_new_tokens must be between 1 and {s.max_new_tokens_limit}, got {count}")
         if prompt is not None and len(prompt) > s.max_prompt_chars:
             raise ServiceError(f"prompt has {len(prompt)} characters; the limit is {s.max_prompt_chars}")
         lease = await self.registry.acquire(model, precision)
+        out: list[Prepared] = []
+        leases = [lease]
         try:
-            tok = lease.model.tokenizer
-            if messages is not None:
-                try:
-                    text = tok.apply_chat_template(messages, add_generation_prompt=True)
-                except ChatTemplateError as exc:
-                    raise ServiceError(f"malformed messages: {exc}") from exc
-                if len(text) > s.max_prompt_chars:
-                    raise ServiceError(f"messages have {len(text)} characters; the limit is {s.max_prompt_chars}")
-                ids = await asyncio.to_thread(tok.encode, text, False)
-            else:
-                ids = await asyncio.to_thread(tok.encode, prompt or "", True)
-            if not ids:
-                raise ServiceError("prompt is empty after tokenization")
+            ids = await self._encode(lease, prompt, messages, tools)
             ctx = lease.model.context_length
-            if len(ids) + n > ctx:
-                raise ContextTooLong(f"prompt has {len(ids)} tokens and max_new_tokens is {n}: {len(ids) + n} "
-                                    f"exceeds the context length of {lease.model.name} ({ctx} tokens)",
-                                    details={"prompt_tokens": len(ids), "max_new_tokens": n, "context_length": ctx})
-            params = SamplingParams(max_new_tokens=n, **sampling)
-            prepared = Prepared(lease, GenerationRequest(ids, params, lease.model.eos_token_ids))
-            prepared.handle = lease.engine.submit(prepared.request)   # 429 here, before any response starts
-            return prepared
+            if len(ids) + count > ctx:
+                raise ContextTooLong(f"prompt has {len(ids)} tokens and max_new_tokens is {count}: "
+                                     f"{len(ids) + count} exceeds the context length of {lease.model.name} "
+                                     f"({ctx} tokens)",
+                                     details={"prompt_tokens": len(ids), "max_new_tokens": count,
+                                              "context_length": ctx})
+            requests = []
+            for i in range(n):
+                row = dict(sampling)
+                if i and row.get("seed") is not None:
+                    row["seed"] = (row["seed"] + i) % 2**63
+                constraint = None
+                if grammar is not None:
+                    try:
+                        constraint = await asyncio.to_thread(lease.model.grammars.constraint, grammar)
+                    except GrammarError as exc:
+                        raise ServiceError(f"{grammar_param}: {exc}", details={"param": grammar_param}) from None
+                requests.append(GenerationRequest(ids, SamplingParams(max_new_tokens=count, **row),
+                                                  lease.model.eos_token_ids, constraint))
+            leases += [lease.share() for _ in range(n - 1)]
+            for held, request in zip(leases, requests):       # back to back: one batch
+                prepared = Prepared(held, request)
+                prepared.handle = held.engine.submit(request)    # 429 here, before any response starts
+                out.append(prepared)
+            return out
         except BaseException:
-            lease.release()
+            for held in leases[len(out):]:
+                held.release()
+            for prepared in out:
+                prepared.close()
             raise
+
+    async def _encode(self, lease: Lease, prompt: str | None, messages: list[dict] | None,
+                      tools: list[dict] | None) -> list[int]:
+        tok = lease.model.tokenizer
+        if messages is not None:
+            try:
+                text = tok.apply_chat_template(messages, add_generation_prompt=True, tools=tools)
+            except ChatTemplateError as exc:
+                raise ServiceError(f"malformed messages: {exc}") from exc
+            if len(text) > self.settings.max_prompt_chars:
+                raise ServiceError(f"messages have {len(text)} characters; the limit is "
+                                   f"{self.settings.max_prompt_chars}")
+            ids = await asyncio.to_thread(tok.encode, text, False)
+        else:
+            ids = await asyncio.to_thread(tok.encode, prompt or "", True)
+        if not ids:
+            raise ServiceError("prompt is empty after tokenization")
+        return ids
 
     async def events(self, prepared: Prepared) -> AsyncIterator[GenerationEvent]:
         """Events to the end; releases the lease. Raises GenerationTimeout past request_timeout_s."""
@@ -145,12 +185,16 @@ class GenerationService:
         generation (its batch row is dropped at the next step)."""
         async def run() -> Result:
             parts: list[str] = []
+            logprobs: list[TokenLogprob] | None = [] if prepared.request.params.logprobs is not None else None
             last = None
             async for ev in self.events(prepared):
                 parts.append(ev.text)
+                if logprobs is not None and ev.logprobs:
+                    logprobs.extend(ev.logprobs)
                 last = ev
             assert last is not None
-            return Result("".join(parts), last.finish_reason or "stop", last.prompt_tokens, last.completion_tokens)
+            return Result("".join(parts), last.finish_reason or "stop", last.prompt_tokens, last.completion_tokens,
+                          logprobs)
 
         task = asyncio.ensure_future(run())
         watch = asyncio.ensure_future(disconnected()) if disconnected is not None else None

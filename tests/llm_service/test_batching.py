@@ -148,3 +148,37 @@ def test_queue_full_gets_429_with_retry_after(tiny_model_dir):
         line = next(ln for ln in clients[2].get("/metrics").text.splitlines()
                     if ln.startswith('llm_request_failure_total{reason="overloaded"}'))
         assert float(line.split()[-1]) >= 3
+
+
+async def test_a_constrained_row_shares_the_batch_and_changes_no_other_row(tiny):
+    """Grammar masks are per row: unconstrained rows decode exactly as alone, in the same forward passes as
+    the constrained one, which stops by itself when its grammar is complete."""
+    from llm_service.engine.grammar import GrammarCompiler, GrammarSpec
+
+    _, manifest, tok = tiny
+    grammars = GrammarCompiler(tok.to_json(), frozenset(manifest["eos_token_ids"]))
+    spec = GrammarSpec.json_schema({"type": "object", "additionalProperties": False, "required": ["n"],
+                                    "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 9}}})
+    engine = make_engine(tiny, max_batch_size=8, batch_wait_ms=300)
+    try:
+        singles = [await run(engine, tok, p, 12, temperature=0) for p in PROMPTS[:3]]
+
+        row = grammars.constraint(spec)          # built first: all four rows arrive within the batch wait
+
+        async def constrained():
+            req = GenerationRequest(tok.encode("JSON:"), SamplingParams(max_new_tokens=40, temperature=1.0, seed=3),
+                                    frozenset(), row)
+            ids, last = [], None
+            async for ev in engine.generate(req):
+                ids += ev.token_ids
+                last = ev
+            return tok.decode(ids), last.finish_reason
+
+        steps_before = engine.steps
+        *batched, (text, finish) = await asyncio.gather(*[run(engine, tok, p, 12, temperature=0) for p in PROMPTS[:3]],
+                                                        constrained())
+        assert batched == singles
+        assert finish == "stop" and json.loads(text)["n"] in range(10), text
+        assert engine.steps - steps_before == 12        # one shared decode loop, not one per row
+    finally:
+        engine.close()

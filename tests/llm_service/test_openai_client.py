@@ -80,24 +80,20 @@ def test_unknown_and_unsupported_fields_are_refused_by_name(oai):
         oai.chat.completions.create(**chat, extra_body={"surely_not_a_field": 3})
     with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: frobnicate"):
         oai.completions.create(model=TINY_NAME, prompt="x", max_tokens=2, extra_body={"frobnicate": True})
-    schema = {"type": "object", "properties": {"fruit": {"type": "string"}}, "required": ["fruit"]}
     refused = [
-        ("response_format", dict(response_format={"type": "json_schema",
-                                                  "json_schema": {"name": "f", "schema": schema, "strict": True}})),
-        ("response_format", dict(response_format={"type": "json_object"})),
-        ("tools", dict(tools=[{"type": "function", "function": {"name": "f", "parameters": schema}}])),
-        ("logprobs", dict(logprobs=True, top_logprobs=2)),
         ("logit_bias", dict(logit_bias={"12": 5})),
-        ("n", dict(n=2)),
+        ("functions", dict(extra_body={"functions": [{"name": "f", "parameters": {"type": "object"}}]})),
+        ("function_call", dict(extra_body={"function_call": "auto"})),
     ]
     for param, kwargs in refused:
         with pytest.raises(openai.BadRequestError) as err:
             oai.chat.completions.create(**chat, **kwargs)
         assert err.value.body["details"]["param"] == param and "not supported" in err.value.body["message"], kwargs
-    tool_turn = {"role": "assistant", "content": None,
-                 "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
-    with pytest.raises(openai.BadRequestError, match=r"messages\[1\].tool_calls is not supported"):
-        oai.chat.completions.create(model=TINY_NAME, max_tokens=2, messages=[chat["messages"][0], tool_turn])
+    legacy_turn = {"role": "assistant", "content": "", "function_call": {"name": "f", "arguments": "{}"}}
+    with pytest.raises(openai.BadRequestError, match=r"messages\[1\].function_call is not supported"):
+        oai.chat.completions.create(model=TINY_NAME, max_tokens=2, messages=[chat["messages"][0], legacy_turn])
+    with pytest.raises(openai.UnprocessableEntityError, match="top_logprobs needs logprobs"):
+        oai.chat.completions.create(**chat, top_logprobs=2)
 
 
 def test_documented_no_op_fields_and_a_returned_message_are_accepted(oai):

@@ -1,22 +1,27 @@
-"""OpenAI-compatible endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models."""
+"""OpenAI-compatible endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models.
+
+``n`` choices run as rows of one batch; ``logprobs`` come from the engine's events; structured output and
+tool calls are planned by :mod:`..structured` and enforced by the grammar the engine applies per row."""
 from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Request
 
 from stack_common.errors import ServiceError
 
+from ..engine.base import GenerationEvent, TokenLogprob
 from ..openai_protocol import (SSE_RESPONSE, ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest,
-                               ModelList, OpenAIFields, chat_body, chat_chunk, check_openai_fields, completion_body,
-                               model_card, new_id, usage_dict)
+                               ModelList, chat_body, chat_choice, chat_chunk, check_openai_fields, chunk_choice,
+                               completion_body, completion_choice, model_card, new_id, usage_dict)
+from ..serving import GenerationService, Prepared, Result
+from ..structured import TOOL_OPEN, OutputPlan, new_call_id, plan_chat, read_output, template_messages
 from .deps import wait_disconnect, RegistryDep, ServingDep
 from .generate import sampling_of
 from .sse import sse_response
 
 router = APIRouter(prefix="/v1", tags=["openai"])
-
-
-def _unsupported(body: OpenAIFields) -> None:
-    check_openai_fields(body)
 
 
 # exclude_unset: a gate without a record has no scores, and they stay absent (not null) as before.
@@ -26,55 +31,201 @@ async def list_models(registry: RegistryDep) -> dict:
                                               for n, m in sorted(registry.loaded.items())]}
 
 
-@router.post("/completions", response_model=Completion,
-             responses=SSE_RESPONSE)
+# --- logprobs ------------------------------------------------------------------------------------
+def token_text(b: bytes) -> str:
+    """A token's text; a token that is part of a UTF-8 character reads ``bytes:\\xNN`` (as OpenAI writes it)."""
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{x:02x}" for x in b)
+
+
+def chat_logprobs(items: list[TokenLogprob], prepared: Prepared) -> dict[str, Any]:
+    tb = prepared.lease.model.grammars.token_bytes
+
+    def entry(tid: int, lp: float) -> dict[str, Any]:
+        b = tb(tid)
+        return {"token": token_text(b), "logprob": lp, "bytes": list(b)}
+    return {"content": [{**entry(t.token_id, t.logprob), "top_logprobs": [entry(i, lp) for i, lp in t.top]}
+                        for t in items]}
+
+
+def completion_logprobs(items: list[TokenLogprob], prepared: Prepared, offset: int = 0) -> dict[str, Any]:
+    """The legacy shape; ``text_offset`` counts characters of the completion from ``offset``."""
+    tb = prepared.lease.model.grammars.token_bytes
+    tokens, offsets = [], []
+    for t in items:
+        text = token_text(tb(t.token_id))
+        offsets.append(offset)
+        offset += len(text) if not text.startswith("bytes:") else 0
+        tokens.append(text)
+    return {"tokens": tokens, "token_logprobs": [t.logprob for t in items],
+            "top_logprobs": [{token_text(tb(i)): lp for i, lp in t.top} for t in items],
+            "text_offset": offsets}
+
+
+# --- n choices -------------------------------------------------------------------------------------
+async def collect_all(serving: GenerationService, prepared: list[Prepared], request: Request) -> list[Result]:
+    """Every choice to its end (a client that hangs up cancels them all)."""
+    try:
+        return list(await asyncio.gather(*(serving.collect(p, lambda: wait_disconnect(request)) for p in prepared)))
+    finally:
+        for p in prepared:
+            p.close()
+
+
+async def merged_events(serving: GenerationService, prepared: list[Prepared]) -> \
+        AsyncIterator[tuple[int, GenerationEvent]]:
+    """(choice index, event) of every choice as they come; a failure of one ends the stream with its error."""
+    if len(prepared) == 1:
+        async for ev in serving.events(prepared[0]):
+            yield 0, ev
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(i: int, p: Prepared) -> None:
+        try:
+            async for ev in serving.events(p):
+                await queue.put((i, ev, None))
+        except BaseException as exc:                 # noqa: BLE001 - handed to the consumer
+            await queue.put((i, None, exc))
+        finally:
+            await queue.put((i, None, StopAsyncIteration()))
+
+    tasks = [asyncio.ensure_future(pump(i, p)) for i, p in enumerate(prepared)]
+    open_ = len(tasks)
+    try:
+        while open_:
+            i, ev, exc = await queue.get()
+            if isinstance(exc, StopAsyncIteration):
+                open_ -= 1
+            elif exc is not None:
+                raise exc
+            else:
+                yield i, ev
+    finally:
+        for t in tasks:
+            t.cancel()
+        for p in prepared:
+            p.close()
+
+
+def _usage(results: list[Result]) -> dict[str, int]:
+    return usage_dict(results[0].prompt_tokens, sum(r.completion_tokens for r in results))
+
+
+def _close_all(prepared: list[Prepared]):
+    return lambda: [p.close() for p in prepared]
+
+
+# --- /v1/completions -----------------------------------------------------------------------------
+@router.post("/completions", response_model=Completion, responses=SSE_RESPONSE)
 async def completions(body: CompletionRequest, request: Request, serving: ServingDep):
-    _unsupported(body)
+    check_openai_fields(body)
     if body.echo or body.suffix:
-        raise ServiceError("echo and suffix are not supported")
-    prepared = await serving.prepare(model=body.model, precision=body.precision, max_new_tokens=body.max_tokens,
-                                     sampling=sampling_of(body), prompt=body.prompt_text())
-    rid = new_id("cmpl")
+        raise ServiceError("echo and suffix are not supported", details={"param": "echo" if body.echo else "suffix"})
+    prepared = await serving.prepare_n(body.n, model=body.model, precision=body.precision,
+                                       max_new_tokens=body.max_tokens, sampling=sampling_of(body, body.logprobs),
+                                       prompt=body.prompt_text())
+    rid, model = new_id("cmpl"), prepared[0].model
+    want_lp = body.logprobs is not None
     if body.stream:
         include_usage = body.include_usage()
 
         async def chunks():
-            async for ev in serving.events(prepared):
+            offsets = [0] * len(prepared)
+            done: dict[int, GenerationEvent] = {}
+            async for i, ev in merged_events(serving, prepared):
                 if ev.text or ev.finish_reason:
-                    yield completion_body(rid, prepared.model, ev.text, ev.finish_reason, None, chunk=True)
-                if ev.finish_reason and include_usage:
-                    body_ = completion_body(rid, prepared.model, "", None, None, chunk=True)
-                    body_["choices"] = []
-                    body_["usage"] = usage_dict(ev.prompt_tokens, ev.completion_tokens)
-                    yield body_
-        return sse_response(chunks(), prepared.close)
-    r = await serving.collect(prepared, lambda: wait_disconnect(request))
-    return completion_body(rid, prepared.model, r.text, r.finish_reason,
-                           usage_dict(r.prompt_tokens, r.completion_tokens))
-
-
-@router.post("/chat/completions", response_model=ChatCompletion,
-             responses=SSE_RESPONSE)
-async def chat_completions(body: ChatCompletionRequest, request: Request, serving: ServingDep):
-    _unsupported(body)
-    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    prepared = await serving.prepare(model=body.model, precision=body.precision, max_new_tokens=max_tokens,
-                                     sampling=sampling_of(body),
-                                     messages=[m.as_template_dict() for m in body.messages])
-    rid = new_id("chatcmpl")
-    if body.stream:
-        include_usage = body.include_usage()
-
-        async def chunks():
-            yield chat_chunk(rid, prepared.model, {"role": "assistant", "content": ""}, None)
-            async for ev in serving.events(prepared):
-                if ev.text:
-                    yield chat_chunk(rid, prepared.model, {"content": ev.text}, None)
+                    lp = None
+                    if want_lp and ev.logprobs:
+                        lp = completion_logprobs(ev.logprobs, prepared[i], offsets[i])
+                    offsets[i] += len(ev.text)
+                    yield completion_body(rid, model, [completion_choice(i, ev.text, ev.finish_reason, lp)], None)
                 if ev.finish_reason:
-                    yield chat_chunk(rid, prepared.model, {}, ev.finish_reason)
-                    if include_usage:
-                        yield chat_chunk(rid, prepared.model, None, None,
-                                         usage_dict(ev.prompt_tokens, ev.completion_tokens))
-        return sse_response(chunks(), prepared.close)
-    r = await serving.collect(prepared, lambda: wait_disconnect(request))
-    return chat_body(rid, prepared.model, r.text, r.finish_reason, usage_dict(r.prompt_tokens, r.completion_tokens))
+                    done[i] = ev
+            if include_usage and done:
+                yield completion_body(rid, model, [], usage_dict(
+                    next(iter(done.values())).prompt_tokens, sum(e.completion_tokens for e in done.values())))
+        return sse_response(chunks(), _close_all(prepared))
+    results = await collect_all(serving, prepared, request)
+    choices = [completion_choice(i, r.text, r.finish_reason,
+                                 completion_logprobs(r.logprobs, prepared[i]) if want_lp else None)
+               for i, r in enumerate(results)]
+    return completion_body(rid, model, choices, _usage(results))
+
+
+# --- /v1/chat/completions --------------------------------------------------------------------------
+@router.post("/chat/completions", response_model=ChatCompletion, responses=SSE_RESPONSE)
+async def chat_completions(body: ChatCompletionRequest, request: Request, serving: ServingDep):
+    check_openai_fields(body)
+    plan = plan_chat(body.response_format.as_dict() if body.response_format else None,
+                     [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None,
+                     body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump") else body.tool_choice)
+    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    registry = serving.registry
+    template_tools = _template_has_tools(registry, body.model)
+    messages, tools = template_messages([m.as_template_dict() for m in body.messages], plan, template_tools)
+    prepared = await serving.prepare_n(body.n, model=body.model, precision=body.precision, max_new_tokens=max_tokens,
+                                       sampling=sampling_of(body, body.logprobs_k()), messages=messages, tools=tools,
+                                       grammar=plan.grammar, grammar_param=plan.grammar_param)
+    rid, model = new_id("chatcmpl"), prepared[0].model
+    want_lp = body.logprobs_k() is not None
+    if body.stream:
+        return sse_response(_chat_stream(serving, prepared, plan, rid, model, want_lp, body.include_usage()),
+                            _close_all(prepared))
+    results = await collect_all(serving, prepared, request)
+    choices = []
+    for i, r in enumerate(results):
+        content, calls, finish = read_output(r.text, plan, r.finish_reason)
+        choices.append(chat_choice(i, content, finish, calls, chat_logprobs(r.logprobs, prepared[i]) if want_lp
+                                   else None))
+    return chat_body(rid, model, choices, _usage(results))
+
+
+def _template_has_tools(registry, name: str | None) -> bool:
+    loaded = registry.loaded.get(name or registry.default or "")
+    return bool(loaded and loaded.tokenizer.template_has_tools)
+
+
+async def _chat_stream(serving: GenerationService, prepared: list[Prepared], plan: OutputPlan, rid: str, model: str,
+                       want_lp: bool, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+    """Content deltas as generated. Tool calls: a named function's arguments stream as they are generated
+    (after a first delta with the call's id and name); ``required`` calls, and ``auto`` output that starts
+    a call, come as one call delta when the row ends (their name is only known then)."""
+    n = len(prepared)
+    for i in range(n):
+        yield chat_chunk(rid, model, [chunk_choice(i, {"role": "assistant", "content": ""})])
+    texts = [""] * n
+    buffered = [plan.mode == "required"] * n           # hold the text back until the row ends
+    call_ids = [new_call_id() for _ in range(n)]
+    done: dict[int, GenerationEvent] = {}
+    async for i, ev in merged_events(serving, prepared):
+        lp = chat_logprobs(ev.logprobs, prepared[i]) if want_lp and ev.logprobs else None
+        first = not texts[i]
+        texts[i] += ev.text
+        if plan.mode == "auto" and first and ev.text:
+            buffered[i] = texts[i].startswith(TOOL_OPEN[:1])
+        if ev.text and not buffered[i]:
+            if plan.mode == "named":
+                head = {"id": call_ids[i], "type": "function", "function": {"name": plan.named, "arguments": ""}} \
+                    if first else {}
+                call = {"index": 0, **head, "function": {**head.get("function", {}), "arguments": ev.text}}
+                yield chat_chunk(rid, model, [chunk_choice(i, {"tool_calls": [call]}, None, lp)])
+            else:
+                yield chat_chunk(rid, model, [chunk_choice(i, {"content": ev.text}, None, lp)])
+        elif lp is not None:
+            yield chat_chunk(rid, model, [chunk_choice(i, {}, None, lp)])
+        if ev.finish_reason:
+            done[i] = ev
+            content, calls, finish = read_output(texts[i], plan, ev.finish_reason)
+            if buffered[i]:
+                if calls:
+                    call = {"index": 0, **calls[0]}
+                    yield chat_chunk(rid, model, [chunk_choice(i, {"tool_calls": [call]})])
+                elif content:
+                    yield chat_chunk(rid, model, [chunk_choice(i, {"content": content})])
+            yield chat_chunk(rid, model, [chunk_choice(i, {}, finish)])
+    if include_usage and done:
+        yield chat_chunk(rid, model, [], usage_dict(next(iter(done.values())).prompt_tokens,
+                                                    sum(e.completion_tokens for e in done.values())))

@@ -12,6 +12,7 @@ from stack_common.errors import InvalidRequest, ServiceError
 
 from ..engine.tokenizer import ChatTemplateError
 from ..openai_protocol import ChatMessage
+from ..structured import OutputPlan, template_messages
 from .deps import RegistryDep, SettingsDep
 
 router = APIRouter(tags=["tokenize"])
@@ -64,8 +65,9 @@ async def tokenize(body: TokenizeRequest, registry: RegistryDep, settings: Setti
         tok = lease.model.tokenizer
         if body.messages is not None:
             try:
-                text = tok.apply_chat_template([m.as_template_dict() for m in body.messages],
-                                               add_generation_prompt=body.add_generation_prompt)
+                # as the chat endpoint renders them (earlier tool calls and results as text)
+                messages, _ = template_messages([m.as_template_dict() for m in body.messages], OutputPlan(), False)
+                text = tok.apply_chat_template(messages, add_generation_prompt=body.add_generation_prompt)
             except ChatTemplateError as exc:
                 raise ServiceError(f"malformed messages: {exc}") from exc
             _check_size(text, settings.max_prompt_chars)

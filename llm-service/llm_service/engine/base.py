@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +19,16 @@ class SamplingParams:
     frequency_penalty: float = 0.0    # OpenAI's: minus this times the token's count in the generated text
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    logprobs: int | None = None       # None = off; k = the chosen token's log-probability and the k most likely
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """Log-probabilities under the model's own distribution (the logits before penalties, temperature and
+    any grammar mask): the chosen token's, and the ``top`` most likely tokens' (best first)."""
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass
@@ -25,6 +36,7 @@ class GenerationRequest:
     prompt_ids: list[int]
     params: SamplingParams
     eos_token_ids: frozenset[int] = field(default_factory=frozenset)
+    constraint: Any = None            # engine.grammar.RowConstraint: this row's output must match a grammar
 
 
 @dataclass
@@ -37,6 +49,7 @@ class GenerationEvent:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None
+    logprobs: list[TokenLogprob] | None = None     # one per token in token_ids (when asked)
 
 
 class KVCache(abc.ABC):

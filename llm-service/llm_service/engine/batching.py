@@ -27,7 +27,7 @@ import numpy as np
 
 from stack_common.errors import Overloaded
 
-from .base import GenerationEvent, GenerationRequest, ModelRunner
+from .base import GenerationEvent, GenerationRequest, ModelRunner, TokenLogprob
 from .sampling import sample_token
 from .tokenizer import IncrementalDecoder, Tokenizer
 
@@ -265,23 +265,38 @@ class BatchEngine:
                 s.done = True
                 continue
             p = s.req.params
+            row = logits[i]
+            top = _top_logprobs(row, p.logprobs) if p.logprobs is not None else None   # before any mask
+            constraint = s.req.constraint
+            if constraint is not None and not constraint.mask(row):
+                s.done = True
+                s.emit(GenerationEvent("", [], finish_reason="error", prompt_tokens=len(s.req.prompt_ids),
+                                       completion_tokens=len(s.generated),
+                                       error=f"the grammar allows no next token: {constraint.error or 'dead end'}"))
+                if m:
+                    m.request_failure.labels("error").inc()
+                continue
             seen = np.fromiter(s.seen, dtype=np.int64) if s.seen else None
             counts = None
             if s.counts:
                 counts = (np.fromiter(s.counts.keys(), dtype=np.int64, count=len(s.counts)),
                           np.fromiter(s.counts.values(), dtype=np.float32, count=len(s.counts)))
-            tok = sample_token(logits[i], p, s.rng, seen, counts=counts)
+            tok = sample_token(row, p, s.rng, seen, counts=counts)
             s.generated.append(tok)
             if p.repetition_penalty != 1.0:
                 s.seen.add(tok)
             if s.counts is not None:
                 s.counts[tok] = s.counts.get(tok, 0) + 1
+            if constraint is not None:
+                constraint.advance(tok)
             finish = None
             if tok in s.req.eos_token_ids:
                 text, finish = s.decoder.flush(), "stop"
             else:
                 text, hit = s.decoder.add(tok)
-                if hit:
+                if hit or (constraint is not None and constraint.finished):
+                    if not hit:
+                        text += s.decoder.flush()
                     finish = "stop"
                 elif len(s.generated) >= p.max_new_tokens:
                     text, finish = text + s.decoder.flush(), "length"
@@ -298,7 +313,8 @@ class BatchEngine:
             if finish:
                 s.done = True
             s.emit(GenerationEvent(text, [tok], finish_reason=finish, prompt_tokens=len(s.req.prompt_ids),
-                                   completion_tokens=len(s.generated)))
+                                   completion_tokens=len(s.generated),
+                                   logprobs=None if top is None else [top(tok)]))
 
     def _observe_step(self, n: int) -> None:
         self.steps += 1
@@ -309,6 +325,19 @@ class BatchEngine:
         if self.metrics and n != self.running:
             self.metrics.running.inc(n - self.running)
         self.running = n
+
+
+def _top_logprobs(row: np.ndarray, k: int):
+    """Log-softmax of one row's raw logits: a function of the chosen token giving its TokenLogprob with the
+    ``k`` most likely tokens (best first)."""
+    m = float(row.max())
+    lse = m + float(np.log(np.exp(row - m, dtype=np.float64).sum()))
+    best: tuple[tuple[int, float], ...] = ()
+    if k > 0:
+        idx = np.argpartition(-row, k - 1)[:k]
+        idx = idx[np.argsort(-row[idx], kind="stable")]
+        best = tuple((int(j), float(row[j]) - lse) for j in idx)
+    return lambda tok: TokenLogprob(int(tok), float(row[tok]) - lse, best)
 
 
 def _concat_masks(a: np.ndarray, b: np.ndarray) -> np.ndarray:
