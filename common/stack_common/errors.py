@@ -80,8 +80,11 @@ class Failed(ServiceError):
 
 
 def error_body(error_type: str, message: str, details: Any = None) -> dict[str, Any]:
-    """The one error shape: ``{"error": {"type", "message"[, "details"]}}``."""
+    """The one error shape: ``{"error": {"type", "message"[, "details"][, "param"]}}``. A ``param`` in the
+    details (the request field at fault) is repeated at the top, where OpenAI's clients read it."""
     body: dict[str, Any] = {"type": error_type, "message": message}
     if details is not None:
         body["details"] = details
+        if isinstance(details, dict) and "param" in details:
+            body["param"] = details["param"]
     return {"error": body}

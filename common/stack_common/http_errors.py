@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import (ClientClosed, Conflict, ContextTooLong, Failed, InvalidRequest, NotFound, Overloaded,
@@ -45,6 +45,8 @@ class ErrorDetail(BaseModel):
     type: str
     message: str
     details: Any = None
+    param: str | None = Field(None, description="The request field at fault, where one is (as OpenAI's API "
+                                                "names it)")
 
 
 class ErrorResponse(BaseModel):

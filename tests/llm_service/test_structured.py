@@ -197,7 +197,47 @@ def test_streamed_tool_calls_assemble_into_valid_calls(oai):
             assert call["id"] and call["name"] in PARAMS
             jsonschema.validate(json.loads(call["arguments"]), PARAMS[call["name"]])
             if isinstance(choice_arg, dict):
-                assert call["name"] == "get_weather" and pieces >= 3       # the arguments came as generated
+                assert call["name"] == "get_weather"
+            assert pieces >= 3                          # the arguments came as they were generated
+
+
+def test_a_call_cut_by_max_tokens_stays_a_call(oai):
+    for tool_choice, max_tokens in (("required", 12), ({"type": "function", "function": {"name": "add"}}, 3)):
+        r = oai.chat.completions.create(model=TINY_NAME, messages=ASK, tools=[WEATHER, ADD], tool_choice=tool_choice,
+                                        max_tokens=max_tokens, temperature=1.0, seed=4)
+        choice = r.choices[0]
+        assert choice.finish_reason == "length" and choice.message.content is None, choice
+        call = choice.message.tool_calls[0]
+        assert call.function.name in PARAMS and '"arguments"' not in call.function.arguments
+
+
+def test_reading_calls_and_partial_names():
+    from llm_service.structured import ChatStream, plan_chat, read_output
+
+    plan = plan_chat(None, [WEATHER, ADD], "required")
+    text = '{"name":"add","arguments":{"a":1,"b":2}}'
+    content, calls, finish = read_output(text, plan, "stop")
+    assert content is None and finish == "tool_calls" and calls[0]["type"] == "function"
+    assert calls[0]["function"] == {"name": "add", "arguments": '{"a":1,"b":2}'}
+    _, calls, finish = read_output('{"name":"get_w', plan, "length")          # the name is told by its start
+    assert finish == "length" and calls[0]["function"] == {"name": "get_weather", "arguments": ""}
+    _, calls, _ = read_output('{"name":"add","arguments":{"a":1', plan, "length")
+    assert calls[0]["function"]["arguments"] == '{"a":1'
+    auto = plan_chat(None, [WEATHER, ADD], None)
+    assert read_output("Hello <b>", auto, "stop") == ("Hello <b>", None, "stop")
+    _, calls, finish = read_output('<tool_call>{"name":"add","arguments":{"a":1,"b":2}}</tool_call>', auto, "stop")
+    assert finish == "tool_calls" and calls[0]["function"]["arguments"] == '{"a":1,"b":2}'
+    # streaming: nothing before the name is known, then the arguments, the closing "}" only at the end
+    stream = ChatStream(plan)
+    pieces = ['{"name":"', 'add",', '"arguments":', '{"a":', '1,"b":2', '}}']
+    deltas = [d for p in pieces for d in stream.feed(p)]
+    tail, finish = stream.finish("stop")
+    calls = [d["tool_calls"][0] for d in deltas + tail]
+    assert calls[0]["function"] == {"name": "add", "arguments": ""} and calls[0]["id"].startswith("call_")
+    assert "".join(c["function"]["arguments"] for c in calls) == '{"a":1,"b":2}' and finish == "tool_calls"
+    assert len(calls) >= 4
+    text_stream = ChatStream(auto)
+    assert text_stream.feed("Hi") == [{"content": "Hi"}] and text_stream.finish("stop") == ([], "stop")
 
 
 def test_a_tool_result_turn_is_accepted_and_rendered(oai, llm_server):

@@ -16,7 +16,7 @@ from ..openai_protocol import (SSE_RESPONSE, ChatCompletion, ChatCompletionReque
                                ModelList, chat_body, chat_choice, chat_chunk, check_openai_fields, chunk_choice,
                                completion_body, completion_choice, model_card, new_id, usage_dict)
 from ..serving import GenerationService, Prepared, Result
-from ..structured import TOOL_OPEN, OutputPlan, new_call_id, plan_chat, read_output, template_messages
+from ..structured import ChatStream, OutputPlan, plan_chat, read_output, template_messages
 from .deps import wait_disconnect, RegistryDep, ServingDep
 from .generate import sampling_of
 from .sse import sse_response
@@ -190,41 +190,25 @@ def _template_has_tools(registry, name: str | None) -> bool:
 
 async def _chat_stream(serving: GenerationService, prepared: list[Prepared], plan: OutputPlan, rid: str, model: str,
                        want_lp: bool, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
-    """Content deltas as generated. Tool calls: a named function's arguments stream as they are generated
-    (after a first delta with the call's id and name); ``required`` calls, and ``auto`` output that starts
-    a call, come as one call delta when the row ends (their name is only known then)."""
+    """Each choice's deltas as generated (:class:`..structured.ChatStream`: content, or a tool call whose
+    arguments stream once its name is known); logprobs ride on the chunk of their tokens."""
     n = len(prepared)
     for i in range(n):
         yield chat_chunk(rid, model, [chunk_choice(i, {"role": "assistant", "content": ""})])
-    texts = [""] * n
-    buffered = [plan.mode == "required"] * n           # hold the text back until the row ends
-    call_ids = [new_call_id() for _ in range(n)]
+    streams = [ChatStream(plan) for _ in range(n)]
     done: dict[int, GenerationEvent] = {}
     async for i, ev in merged_events(serving, prepared):
         lp = chat_logprobs(ev.logprobs, prepared[i]) if want_lp and ev.logprobs else None
-        first = not texts[i]
-        texts[i] += ev.text
-        if plan.mode == "auto" and first and ev.text:
-            buffered[i] = texts[i].startswith(TOOL_OPEN[:1])
-        if ev.text and not buffered[i]:
-            if plan.mode == "named":
-                head = {"id": call_ids[i], "type": "function", "function": {"name": plan.named, "arguments": ""}} \
-                    if first else {}
-                call = {"index": 0, **head, "function": {**head.get("function", {}), "arguments": ev.text}}
-                yield chat_chunk(rid, model, [chunk_choice(i, {"tool_calls": [call]}, None, lp)])
-            else:
-                yield chat_chunk(rid, model, [chunk_choice(i, {"content": ev.text}, None, lp)])
-        elif lp is not None:
-            yield chat_chunk(rid, model, [chunk_choice(i, {}, None, lp)])
+        deltas = streams[i].feed(ev.text)
+        if lp is not None and not deltas:
+            deltas = [{}]
+        for k, delta in enumerate(deltas):
+            yield chat_chunk(rid, model, [chunk_choice(i, delta, None, lp if k == 0 else None)])
         if ev.finish_reason:
             done[i] = ev
-            content, calls, finish = read_output(texts[i], plan, ev.finish_reason)
-            if buffered[i]:
-                if calls:
-                    call = {"index": 0, **calls[0]}
-                    yield chat_chunk(rid, model, [chunk_choice(i, {"tool_calls": [call]})])
-                elif content:
-                    yield chat_chunk(rid, model, [chunk_choice(i, {"content": content})])
+            last, finish = streams[i].finish(ev.finish_reason)
+            for delta in last:
+                yield chat_chunk(rid, model, [chunk_choice(i, delta)])
             yield chat_chunk(rid, model, [chunk_choice(i, {}, finish)])
     if include_usage and done:
         yield chat_chunk(rid, model, [], usage_dict(next(iter(done.values())).prompt_tokens,
