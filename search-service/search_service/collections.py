@@ -20,8 +20,8 @@ from typing import Any
 from stack_common.errors import Conflict, InvalidRequest
 
 from .core.settings import Settings
-from .store.base import (COLLECTION_NAME_RULE, CollectionInfo, FieldCondition, Filter, Hit, VectorStore,
-                         valid_collection_name)
+from .store.base import (COLLECTION_NAME_RULE, CollectionInfo, Distribution, FieldCondition, Filter, Hit,
+                         VectorStore, valid_collection_name)
 
 NAMESPACE = uuid.UUID("5b0c7a9e-2f7d-4c43-9a0e-6d1f1c2b7e10")
 CHUNK0 = Filter(must=(FieldCondition(key="chunk", match=0),))   # one point per document
@@ -125,8 +125,28 @@ class CollectionCatalog:
         await self.store.update_meta(name, {**meta, **changes, "version": new_version()})
 
     # -- collections --------------------------------------------------------------------------------
+    def distribution(self, shard_number: int | None = None, replication_factor: int | None = None,
+                     write_consistency_factor: int | None = None) -> Distribution:
+        """A new collection's layout: the request's values, else the settings' on a Qdrant server, else one
+        shard without replicas. The default write consistency never exceeds the replication asked for. A
+        value the store cannot honour is refused by the store (400 naming the field), never dropped."""
+        s = self.settings
+        default = (Distribution(s.qdrant_shard_number, s.qdrant_replication_factor, s.qdrant_write_consistency_factor)
+                   if self.store.distributed else Distribution())
+        replicas = default.replication_factor if replication_factor is None else replication_factor
+        writes = min(default.write_consistency_factor, replicas) if write_consistency_factor is None \
+            else write_consistency_factor
+        if writes > replicas:
+            raise InvalidRequest(f"write_consistency_factor ({writes}) must not exceed replication_factor "
+                                 f"({replicas}{'' if replication_factor else ', the default'}): a write cannot "
+                                 "wait for more copies than a shard has", details={"param": "write_consistency_factor"})
+        return Distribution(shard_number=default.shard_number if shard_number is None else shard_number,
+                            replication_factor=replicas, write_consistency_factor=writes)
+
     async def create(self, name: str, *, chunk_words: int | None = None, chunk_overlap: int | None = None,
-                     bm25_k1: float | None = None, bm25_b: float | None = None) -> dict[str, Any]:
+                     bm25_k1: float | None = None, bm25_b: float | None = None, shard_number: int | None = None,
+                     replication_factor: int | None = None,
+                     write_consistency_factor: int | None = None) -> dict[str, Any]:
         if not valid_collection_name(name):
             raise InvalidRequest(f"collection name {name!r} is invalid: use {COLLECTION_NAME_RULE}")
         s = self.settings
@@ -141,7 +161,8 @@ class CollectionCatalog:
                      "chunks": 0, "total_len": 0},
             "version": new_version(), "created_at": time.time(),
         }
-        info = await self.store.create_collection(name, self.embedder.dim, meta)
+        layout = self.distribution(shard_number, replication_factor, write_consistency_factor)
+        info = await self.store.create_collection(name, self.embedder.dim, meta, layout)
         return await self.describe(info.name)
 
     async def describe(self, name: str) -> dict[str, Any]:
@@ -158,6 +179,7 @@ class CollectionCatalog:
             "bm25": {"k1": bm25.get("k1"), "b": bm25.get("b"),
                      "avgdl": (bm25.get("total_len", 0) / chunks) if chunks else 0.0},
             "version": meta.get("version"), "created_at": meta.get("created_at"),
+            **info.distribution.fields(),
         }
 
     async def list(self) -> list[dict[str, Any]]:

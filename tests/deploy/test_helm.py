@@ -202,6 +202,47 @@ def test_qdrant_runs_distributed_with_storage_and_redis_in_chart(rendered):
     assert cm["SEARCH_REDIS_URL"].startswith(f"redis://{one(objs, 'Service', 'redis')['metadata']['name']}:6379")
 
 
+LAYOUT = ("SEARCH_QDRANT_SHARD_NUMBER", "SEARCH_QDRANT_REPLICATION_FACTOR", "SEARCH_QDRANT_WRITE_CONSISTENCY_FACTOR")
+
+
+def layout(objs: list[dict]) -> tuple:
+    cm = one(objs, "ConfigMap")["data"]
+    return tuple(cm.get(k) for k in LAYOUT)
+
+
+def test_collection_layout_follows_the_qdrant_cluster(helm, rendered, monkeypatch):
+    """New collections get a shard per in-chart peer, 2 copies once there are 2 peers, writes acknowledged
+    by 1 copy; explicit values win; an external Qdrant gets only what is set. The search service's own
+    settings class reads the rendered ConfigMap."""
+    assert layout(objects(rendered["default"])) == ("1", "1", "1")          # one peer
+    monitoring = objects(rendered["monitoring"])
+    assert one(monitoring, "StatefulSet", "qdrant")["spec"]["replicas"] == 3
+    assert layout(monitoring) == ("3", "2", "1")
+    assert layout(objects(rendered["external"])) == (None, None, None)     # the service's default, 1/1/1
+    assert layout(objects(render(helm, {"qdrant": {"replicaCount": 2}}))) == ("2", "2", "1")
+    assert layout(objects(render(helm, {"qdrant": {"replicaCount": 6}, "searchApi": {"qdrant": {
+        "shardNumber": 12, "replicationFactor": 3, "writeConsistencyFactor": 2}}}))) == ("12", "3", "2")
+    assert layout(objects(render(helm, {"qdrant": {"enabled": False, "external": {"url": "http://q:6333"}},
+                                        "searchApi": {"qdrant": {"replicationFactor": 2}}}))) == (None, "2", None)
+
+    from search_service.core.settings import Settings
+    for key, value in one(monitoring, "ConfigMap")["data"].items():
+        if key.startswith("SEARCH_"):
+            monkeypatch.setenv(key, value)
+    s = Settings()
+    assert (s.qdrant_shard_number, s.qdrant_replication_factor, s.qdrant_write_consistency_factor) == (3, 2, 1)
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"searchApi": {"qdrant": {"replicationFactor": 2}}}, "exceeds qdrant.replicaCount"),     # 1 peer
+    ({"qdrant": {"replicaCount": 3}, "searchApi": {"qdrant": {"writeConsistencyFactor": 3}}},
+     "exceeds the replication"),
+])
+def test_collection_layout_the_cluster_cannot_hold_fails_to_render(helm, values, message):
+    with pytest.raises(helm.HelmError, match=message):
+        render(helm, values)
+
+
 def test_external_qdrant_and_redis_replace_the_statefulsets(rendered):
     objs = objects(rendered["external"])
     assert not find(objs, "StatefulSet")
@@ -279,7 +320,9 @@ def test_schema_rejects_bad_values(helm):
     with helm.Chart.load(str(CHART)) as c:
         for bad in ({"llmService": {"gpu": {"enabled": "yes"}}},
                     {"searchApi": {"replicas": 3}},
-                    {"searchApi": {"service": {"port": 70000}}}):
+                    {"searchApi": {"service": {"port": 70000}}},
+                    {"searchApi": {"qdrant": {"shardNumber": 0}}},
+                    {"searchApi": {"qdrant": {"replicas": 2}}}):
             with pytest.raises(helm.HelmValuesError):
                 c.validate_schema(c.merge_values(bad))
 

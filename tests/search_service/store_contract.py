@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from search_service.store import Conflict, FieldCondition, Filter, NotFound, SparseVector, VectorStore
+from search_service.store.base import Distribution
 from stack_common.errors import ServiceError
 from stack_common.http_errors import http_status
 
@@ -87,6 +88,23 @@ class StoreContract:
             with pytest.raises(ServiceError) as err:
                 await store.count(unique_name, bad_filter)
             assert http_status(err.value) == 400 and "filter" in err.value.message
+
+    async def test_one_shard_without_replicas_only(self, store: VectorStore, unique_name: str) -> None:
+        """A single process has one shard and no replicas: it says so, and refuses any other layout with a
+        400 naming the field instead of ignoring it (a Qdrant server store is ``distributed``)."""
+        assert store.distributed is False
+        for field, value in (("shard_number", 3), ("replication_factor", 2)):
+            layout = Distribution(**{field: value})
+            with pytest.raises(ServiceError, match=f"{field}={value} needs a Qdrant server") as err:
+                await store.create_collection(unique_name, DIM, {}, layout)
+            assert http_status(err.value) == 400 and err.value.details == {"param": field}
+        with pytest.raises(ServiceError, match="must not exceed replication_factor"):
+            await store.create_collection(unique_name, DIM, {}, Distribution(write_consistency_factor=2))
+        with pytest.raises(ServiceError, match="shard_number"):
+            await store.create_collection(unique_name, DIM, {}, Distribution(shard_number=0))
+        assert unique_name not in {c.name for c in await store.list_collections()}     # nothing created
+        info = await store.create_collection(unique_name, DIM, {}, Distribution(1, 1, 1))
+        assert info.distribution == Distribution() == (await store.get_collection(unique_name)).distribution
 
     async def test_points_crud(self, store: VectorStore, unique_name: str) -> None:
         docs = load_docs(30)

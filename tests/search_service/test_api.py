@@ -89,6 +89,35 @@ def test_collection_bad_input(client, unique_name):
         client.delete(f"/collections/{unique_name}")
 
 
+def test_collection_layout_on_the_embedded_engine(client, unique_name):
+    """One shard, no replicas: reported as such; 1 may be asked for, anything else is a 400 that names the
+    field and says it needs a Qdrant server (never silently ignored); out-of-range values are 422s."""
+    r = client.post("/collections", json={"name": unique_name, "shard_number": 1, "replication_factor": 1,
+                                          "write_consistency_factor": 1})
+    assert r.status_code == 201, r.text
+    try:
+        layout = {"shard_number": 1, "replication_factor": 1, "write_consistency_factor": 1}
+        assert r.json().items() >= layout.items()
+        assert client.get(f"/collections/{unique_name}").json().items() >= layout.items()
+    finally:
+        client.delete(f"/collections/{unique_name}")
+    other = unique_name + "-x"
+    for field, value in (("shard_number", 3), ("replication_factor", 2)):
+        r = client.post("/collections", json={"name": other, field: value})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert f"{field}={value} needs a Qdrant server" in err["message"] and err["param"] == field, err
+        assert client.get(f"/collections/{other}").status_code == 404
+    for body, field in [({"shard_number": 0}, "shard_number"), ({"shard_number": 65}, "shard_number"),
+                        ({"replication_factor": 11}, "replication_factor"), ({"replication_factor": "two"},
+                                                                              "replication_factor"),
+                        ({"replication_factor": 2, "write_consistency_factor": 3}, "write_consistency_factor"),
+                        ({"write_consistency_factor": 2}, "write_consistency_factor")]:
+        r = client.post("/collections", json={"name": other, **body})
+        assert r.status_code == 422 and field in r.json()["error"]["message"], (body, r.text)
+    assert client.get(f"/collections/{other}").status_code == 404
+
+
 def test_long_documents_are_chunked_and_replaced(client, unique_name):
     r = client.post("/collections", json={"name": unique_name, "chunk_words": 20, "chunk_overlap": 5})
     assert r.status_code == 201, r.text

@@ -4,10 +4,10 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..fusion import Method as FusionName
-from ..store.base import MAX_COLLECTION_NAME
+from ..store.base import MAX_COLLECTION_NAME, MAX_REPLICAS, MAX_SHARDS
 
 # Hard ceilings of the schema; the configurable (lower) limits are checked with the settings.
 MAX_QUERY_CHARS = 10_000
@@ -106,6 +106,25 @@ class CreateCollection(BaseModel):
     chunk_overlap: int | None = Field(None, ge=0, le=2048, description="Words shared by consecutive chunks.")
     bm25_k1: float | None = Field(None, gt=0, le=10, description="BM25 k1.")
     bm25_b: float | None = Field(None, ge=0, le=1, description="BM25 b.")
+    shard_number: int | None = Field(None, ge=1, le=MAX_SHARDS,
+                                     description="Qdrant server only: shards the collection is split into (by point "
+                                                 "id hash). Default: SEARCH_QDRANT_SHARD_NUMBER; the embedded "
+                                                 "engine has one (another value: 400).")
+    replication_factor: int | None = Field(None, ge=1, le=MAX_REPLICAS,
+                                           description="Qdrant server only: copies of each shard, on different peers. "
+                                                       "Default: SEARCH_QDRANT_REPLICATION_FACTOR; embedded: 1.")
+    write_consistency_factor: int | None = Field(None, ge=1, le=MAX_REPLICAS,
+                                                 description="Qdrant server only: copies that must apply a write "
+                                                             "before it is acknowledged (<= replication_factor). "
+                                                             "Default: SEARCH_QDRANT_WRITE_CONSISTENCY_FACTOR "
+                                                             "(capped at replication_factor); embedded: 1.")
+
+    @model_validator(mode="after")
+    def _writes_within_copies(self) -> "CreateCollection":
+        w, r = self.write_consistency_factor, self.replication_factor
+        if w is not None and r is not None and w > r:
+            raise ValueError(f"write_consistency_factor ({w}) must not exceed replication_factor ({r})")
+        return self
 
 
 class CollectionSummary(BaseModel):
@@ -127,6 +146,9 @@ class CollectionDetail(BaseModel):
     bm25: dict[str, Any]
     version: str | None
     created_at: float | None
+    shard_number: int = Field(description="Shards of the collection (as the Qdrant server reports; 1 embedded).")
+    replication_factor: int = Field(description="Copies of each shard (1 embedded).")
+    write_consistency_factor: int = Field(description="Copies that must apply a write before it is acknowledged.")
 
 
 class CollectionList(BaseModel):

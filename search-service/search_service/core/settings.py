@@ -43,6 +43,30 @@ class Settings(BaseSettings, AuthSettings):
                                                      "qdrant-client's local mode (tests).")
     qdrant_api_key: str | None = Field(None, description="API key for the Qdrant server, if it needs one.")
     qdrant_timeout_s: float = Field(5.0, gt=0, description="Timeout of one Qdrant server call, in seconds.")
+    qdrant_shard_number: int = Field(1, ge=1, le=64, description="Server mode only (an http(s) `qdrant_url`; the "
+                                     "embedded engine and local mode have one shard and no replicas, and refuse "
+                                     "to start with another value of these three): shards of a new collection, its "
+                                     "points split by id hash and searched in parallel; a request's `shard_number` "
+                                     "overrides it. Fixed at creation.")
+    qdrant_replication_factor: int = Field(1, ge=1, le=10, description="Server mode only: copies of each shard of a "
+                                           "new collection, on different peers (2: one peer may be lost and the "
+                                           "collection still serves); a request's `replication_factor` overrides it.")
+    qdrant_write_consistency_factor: int = Field(1, ge=1, le=10, description="Server mode only: copies of a shard "
+                                                 "that must apply a write before it is acknowledged (at most the "
+                                                 "replication factor; 1 keeps writes going with a copy down); a "
+                                                 "request's `write_consistency_factor` overrides it.")
+    # --- vector index of the embedded engine (a Qdrant server indexes by its own config) ---------
+    auto_index: bool = Field(True, description="Embedded engine: build a collection's HNSW index by itself, in a "
+                                               "child process, once `index_threshold` points have none.")
+    index_threshold: int = Field(20_000, ge=1, description="Points without an index that start a build (embedded).")
+    index_quiet_s: float = Field(2.0, ge=0, le=3600, description="Seconds without writes before a build starts "
+                                                                 "(a bulk load finishes first).")
+    index_threads: int = Field(1, ge=1, le=64, description="Indexing threads of the build process (1 leaves the "
+                                                           "other core to searches on 2 cores).")
+    hnsw_m: int = Field(16, ge=4, le=128, description="HNSW edges per node (embedded).")
+    hnsw_ef_construct: int = Field(100, ge=8, le=2000, description="HNSW candidates while building (embedded).")
+    hnsw_ef: int = Field(128, ge=8, le=4096, description="HNSW candidates a dense search visits: recall vs speed "
+                                                         "(embedded).")
 
     # --- cache --------------------------------------------------------------------------------
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis used as the search-response cache.")
@@ -137,4 +161,14 @@ class Settings(BaseSettings, AuthSettings):
     def _check(self) -> "Settings":
         if self.chunk_overlap >= self.chunk_words:
             raise ValueError("chunk_overlap must be smaller than chunk_words")
+        if self.qdrant_write_consistency_factor > self.qdrant_replication_factor:
+            raise ValueError("qdrant_write_consistency_factor must not exceed qdrant_replication_factor")
+        layout = {"qdrant_shard_number": self.qdrant_shard_number,
+                  "qdrant_replication_factor": self.qdrant_replication_factor,
+                  "qdrant_write_consistency_factor": self.qdrant_write_consistency_factor}
+        if not (self.qdrant_url or "").startswith(("http://", "https://")):
+            for name, value in layout.items():
+                if value != 1:
+                    raise ValueError(f"{name}={value} needs a Qdrant server (SEARCH_QDRANT_URL=http...): the "
+                                     "embedded engine and local mode keep a collection in one shard with no replicas")
         return self

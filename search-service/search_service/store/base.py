@@ -13,6 +13,9 @@ Data model
   is stored with the collection and survives restarts.
 * Filters are :class:`Filter` objects (a small subset of Qdrant's filter language) that each
   implementation translates to its own Qdrant models (:mod:`.filters`).
+* A collection's :class:`Distribution` (shards, replicas, write consistency) is fixed at creation. Only a
+  Qdrant server has more than one shard or replica (``VectorStore.distributed``); the other stores take
+  1/1/1 and refuse anything else with a 400 instead of ignoring it.
 
 Validation lives here, once: every public method of :class:`VectorStore` checks its arguments, so bad
 input gets the same clear error (:class:`ServiceError`, a 400) from either implementation instead of
@@ -31,7 +34,7 @@ from typing import Any
 from stack_common.errors import Conflict, NotFound, ServiceError, Unavailable  # re-exported for implementations
 
 __all__ = [
-    "SparseVector", "Point", "Hit", "CollectionInfo", "FieldCondition", "Filter", "VectorStore",
+    "SparseVector", "Point", "Hit", "CollectionInfo", "Distribution", "FieldCondition", "Filter", "VectorStore",
     "Conflict", "NotFound", "Unavailable", "DENSE", "SPARSE", "COLLECTION_NAME_RULE", "valid_collection_name",
     "Payload",
 ]
@@ -47,6 +50,10 @@ _NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_-]{{0,{MAX_COLLECTION_NAME - 1}}}$"
 COLLECTION_NAME_RULE = (f"1-{MAX_COLLECTION_NAME} letters, digits, '_' or '-', starting with a letter or digit")
 
 Payload = bool | list[str]   # True = the whole payload, False = none, a list of keys = only those
+
+# Bounds of a collection's distribution (sanity limits: Qdrant advises a few shards per peer).
+MAX_SHARDS = 64
+MAX_REPLICAS = 10
 
 
 def valid_collection_name(name: Any) -> bool:
@@ -74,12 +81,34 @@ class Hit:
     payload: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Distribution:
+    """How a Qdrant server lays a collection out over its peers; fixed when the collection is created.
+
+    ``shard_number``: the parts its points are split into (by a hash of the point id), each searched in
+    parallel and merged by score. ``replication_factor``: copies of each shard, on different peers.
+    ``write_consistency_factor``: copies of a shard that must apply a write before it is acknowledged
+    (at most ``replication_factor``). 1/1/1 is the only layout of a single process (the embedded engine,
+    qdrant-client's local mode)."""
+    shard_number: int = 1
+    replication_factor: int = 1
+    write_consistency_factor: int = 1
+
+    def fields(self) -> dict[str, int]:
+        return {"shard_number": self.shard_number, "replication_factor": self.replication_factor,
+                "write_consistency_factor": self.write_consistency_factor}
+
+
+SINGLE = Distribution()
+
+
 @dataclass
 class CollectionInfo:
     name: str
     dim: int
     points_count: int
     meta: dict[str, Any] = field(default_factory=dict)   # model_id, bm25 stats, created_at, ...
+    distribution: Distribution = SINGLE                   # as the engine reports it (1/1/1 in one process)
 
 
 @dataclass(frozen=True)
@@ -163,6 +192,21 @@ def _meta(name: str, meta: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in clean.items() if v is not None}
 
 
+def check_distribution(d: Distribution) -> Distribution:
+    """Each factor an integer in its range, and no more write acknowledgements than copies."""
+    limits = {"shard_number": MAX_SHARDS, "replication_factor": MAX_REPLICAS,
+              "write_consistency_factor": MAX_REPLICAS}
+    for name, value in d.fields().items():
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limits[name]:
+            raise ServiceError(f"invalid {name} {value!r}: must be an integer in 1..{limits[name]}",
+                               details={"param": name})
+    if d.write_consistency_factor > d.replication_factor:
+        raise ServiceError(f"write_consistency_factor ({d.write_consistency_factor}) must not exceed "
+                           f"replication_factor ({d.replication_factor}): a write cannot wait for more copies "
+                           "than the shard has", details={"param": "write_consistency_factor"})
+    return d
+
+
 def _payload(with_payload: Payload) -> Payload:
     if isinstance(with_payload, bool):
         return with_payload
@@ -198,10 +242,27 @@ class VectorStore(abc.ABC):
     Public methods validate and delegate; an implementation overrides the ``_``-prefixed methods and
     :meth:`_dimension`, and may assume valid arguments (canonical point ids, a checked filter)."""
 
+    #: True when collections can have several shards and replicas (a Qdrant server); such a store
+    #: implements :meth:`_create_distributed`.
+    distributed: bool = False
+    #: What the store runs on, for messages ("the embedded engine", "Qdrant local mode (...)").
+    engine: str = "the embedded engine"
+
     # -- collections ------------------------------------------------------------------------------
-    async def create_collection(self, name: str, dim: int, meta: dict[str, Any]) -> CollectionInfo:
-        """Create; Conflict if it exists."""
-        return await self._create_collection(_name(name), _dim(dim), _meta(name, meta))
+    async def create_collection(self, name: str, dim: int, meta: dict[str, Any],
+                                distribution: Distribution | None = None) -> CollectionInfo:
+        """Create; Conflict if it exists. ``distribution`` (default 1/1/1): anything but one shard
+        without replicas needs a distributed store, elsewhere it is a 400 naming the field."""
+        name, dim, meta = _name(name), _dim(dim), _meta(name, meta)
+        dist = check_distribution(distribution or SINGLE)
+        if self.distributed:
+            return await self._create_distributed(name, dim, meta, dist)
+        for field_name, value in dist.fields().items():
+            if value != 1:
+                raise ServiceError(f"{field_name}={value} needs a Qdrant server: {self.engine} keeps a collection "
+                                   "in one shard with no replicas (only 1 is accepted here)",
+                                   details={"param": field_name})
+        return await self._create_collection(name, dim, meta)
 
     async def delete_collection(self, name: str) -> None:
         """Delete with all its data; NotFound if missing."""
@@ -290,6 +351,12 @@ class VectorStore(abc.ABC):
 
     @abc.abstractmethod
     async def _create_collection(self, name: str, dim: int, meta: dict[str, Any]) -> CollectionInfo: ...
+
+    async def _create_distributed(self, name: str, dim: int, meta: dict[str, Any],
+                                  distribution: Distribution) -> CollectionInfo:
+        """Create with a checked distribution; called instead of :meth:`_create_collection` when
+        ``distributed`` is true."""
+        raise NotImplementedError(f"{type(self).__name__} is not a distributed store")
 
     @abc.abstractmethod
     async def _delete_collection(self, name: str) -> None: ...

@@ -11,6 +11,11 @@ Errors: connection failures and timeouts become ``Unavailable`` ("Qdrant at URL 
 a 5xx or 401/403 ``Unavailable``, 404 ``NotFound``, 409 ``Conflict``, another 4xx a 400 with Qdrant's
 message. ``timeout_s`` bounds each HTTP call (qdrant-client rounds it up to whole seconds).
 The HTTP client reconnects on the next call, so the store recovers by itself when the server is back.
+
+Distribution: against a server, every collection is created with an explicit ``shard_number``,
+``replication_factor`` and ``write_consistency_factor`` (:func:`create_request`; the service's defaults
+come from its settings), and :meth:`get_collection` reports what the server's ``config.params`` say.
+Local mode is one process: it takes 1/1/1 only (qdrant-client's local mode would swallow the keywords).
 """
 from __future__ import annotations
 
@@ -23,11 +28,33 @@ from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 from stack_common.errors import ServiceError
 
-from .base import (DENSE, SPARSE, CollectionInfo, Conflict, Filter, Hit, NotFound, Payload, Point, SparseVector,
-                   Unavailable, VectorStore, batches)
+from .base import (DENSE, SINGLE, SPARSE, CollectionInfo, Conflict, Distribution, Filter, Hit, NotFound, Payload,
+                   Point, SparseVector, Unavailable, VectorStore, batches)
 from .filters import doc_ids_filter, to_client
 
 log = logging.getLogger("search_service.store.server")
+
+
+def create_request(dim: int, meta: dict[str, Any], distribution: Distribution | None) -> qm.CreateCollection:
+    """The body of Qdrant's create-collection request for a search collection (``PUT /collections/{name}``).
+    ``distribution`` None leaves the layout out (local mode, which has one)."""
+    return qm.CreateCollection(
+        vectors={DENSE: qm.VectorParams(size=dim, distance=qm.Distance.COSINE)},
+        sparse_vectors={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
+        metadata=meta, **(distribution.fields() if distribution is not None else {}))
+
+
+def create_kwargs(request: qm.CreateCollection) -> dict[str, Any]:
+    """``request`` as the keyword arguments of ``AsyncQdrantClient.create_collection``."""
+    return {"vectors_config": request.vectors, "sparse_vectors_config": request.sparse_vectors,
+            "shard_number": request.shard_number, "replication_factor": request.replication_factor,
+            "write_consistency_factor": request.write_consistency_factor, "metadata": request.metadata}
+
+
+def distribution_of(params: qm.CollectionParams) -> Distribution:
+    """The layout a collection's ``config.params`` report (local mode leaves them unset: one shard)."""
+    return Distribution(shard_number=params.shard_number or 1, replication_factor=params.replication_factor or 1,
+                        write_consistency_factor=params.write_consistency_factor or 1)
 
 
 class ServerStore(VectorStore):
@@ -37,6 +64,7 @@ class ServerStore(VectorStore):
                  timeout_s: float = 5.0, api_key: str | None = None) -> None:
         if sum(x is not None for x in (url, location, path)) != 1:
             raise ValueError("give exactly one of url, location, path")
+        self.distributed = url is not None        # local mode is one process: one shard, no replicas
         if url is not None:
             self._where = f"Qdrant at {url}"
             self._client = AsyncQdrantClient(url=url, api_key=api_key, timeout=timeout_s,  # type: ignore[arg-type]
@@ -44,6 +72,7 @@ class ServerStore(VectorStore):
         else:
             self._where = f"Qdrant local mode ({location or path})"
             self._client = AsyncQdrantClient(location=location, path=path)
+        self.engine = self._where
         self._dims: dict[str, int] = {}      # collection -> dim, to validate vectors without a round trip
 
     # -- error mapping ------------------------------------------------------------------------------
@@ -95,7 +124,8 @@ class ServerStore(VectorStore):
             return None
         self._dims[name] = vectors[DENSE].size
         return CollectionInfo(name=name, dim=vectors[DENSE].size, points_count=info.points_count or 0,
-                              meta=dict(info.config.metadata or {}))
+                              meta=dict(info.config.metadata or {}),
+                              distribution=distribution_of(info.config.params))
 
     async def _info(self, name: str) -> CollectionInfo:
         info = self._to_info(name, await self._call(name, self._client.get_collection(name)))
@@ -109,13 +139,16 @@ class ServerStore(VectorStore):
         return self._dims[name]
 
     async def _create_collection(self, name: str, dim: int, meta: dict[str, Any]) -> CollectionInfo:
+        return await self._create(name, create_request(dim, meta, None))
+
+    async def _create_distributed(self, name: str, dim: int, meta: dict[str, Any],
+                                  distribution: Distribution = SINGLE) -> CollectionInfo:
+        return await self._create(name, create_request(dim, meta, distribution))
+
+    async def _create(self, name: str, request: qm.CreateCollection) -> CollectionInfo:
         if await self._call(name, self._client.collection_exists(name)):
             raise Conflict(f"collection {name!r} already exists")
-        await self._call(name, self._client.create_collection(
-            name,
-            vectors_config={DENSE: qm.VectorParams(size=dim, distance=qm.Distance.COSINE)},
-            sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
-            metadata=meta))
+        await self._call(name, self._client.create_collection(name, **create_kwargs(request)))
         return await self._info(name)
 
     async def _delete_collection(self, name: str) -> None:

@@ -14,7 +14,9 @@ router = APIRouter(prefix="/collections", tags=["collections"])
 @router.post("", response_model=CollectionDetail, status_code=201)
 async def create_collection(body: CreateCollection, catalog: CatalogDep) -> dict:
     return await catalog.create(body.name, chunk_words=body.chunk_words, chunk_overlap=body.chunk_overlap,
-                                bm25_k1=body.bm25_k1, bm25_b=body.bm25_b)
+                                bm25_k1=body.bm25_k1, bm25_b=body.bm25_b, shard_number=body.shard_number,
+                                replication_factor=body.replication_factor,
+                                write_consistency_factor=body.write_consistency_factor)
 
 
 @router.get("", response_model=CollectionList)
