@@ -180,6 +180,7 @@ class CollectionCatalog:
                      "avgdl": (bm25.get("total_len", 0) / chunks) if chunks else 0.0},
             "version": meta.get("version"), "created_at": meta.get("created_at"),
             **info.distribution.fields(),
+            "index": await self.store.index_status(name),
         }
 
     async def list(self) -> list[dict[str, Any]]:

@@ -49,6 +49,12 @@ def _build_embedder(s: Settings):
                          query_cache=s.embed_query_cache, **kwargs)
 
 
+def index_policy(s: Settings) -> dict:
+    """The embedded engine's IndexPolicy fields from the settings."""
+    return {"enabled": s.auto_index, "threshold": s.index_threshold, "quiet_s": s.index_quiet_s,
+            "threads": s.index_threads, "m": s.hnsw_m, "ef_construct": s.hnsw_ef_construct, "ef": s.hnsw_ef}
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     s: Settings = app.state.settings
@@ -63,7 +69,7 @@ async def lifespan(app: FastAPI):
     store = embedder = cache = None
     try:
         store = make_store(qdrant_url=s.qdrant_url, data_dir=s.data_dir, timeout_s=s.qdrant_timeout_s,
-                           api_key=s.qdrant_api_key)
+                           api_key=s.qdrant_api_key, index=index_policy(s))
         embedder, analyzer = await asyncio.gather(asyncio.to_thread(_build_embedder, s),
                                                   asyncio.to_thread(_build_analyzer, s))
         cache = SearchCache(s.redis_url, metrics, ttl_s=s.cache_ttl_s, timeout_s=s.redis_timeout_s,

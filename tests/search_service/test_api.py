@@ -50,6 +50,8 @@ def test_collection_lifecycle(client, unique_name):
                                  {"id": 2, "text": "delta epsilon"}])
     info = client.get(f"/collections/{unique_name}").json()
     assert info["documents"] == 2 and info["chunks"] == 2 and info["bm25"]["avgdl"] > 0
+    index = info["index"]          # far below the threshold: no index (exact search), nothing scheduled
+    assert index["state"] == "none" and index["points"] == 2 and index["auto"] and index["threshold"] >= 1000
     doc = client.get(f"/collections/{unique_name}/documents/a").json()
     assert doc == {"id": "a", "title": "A", "text": "alpha beta gamma", "metadata": {"k": 1}, "chunks": 1}
     assert client.get(f"/collections/{unique_name}/documents/2").json()["text"] == "delta epsilon"

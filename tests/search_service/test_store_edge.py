@@ -32,7 +32,8 @@ async def test_layout_on_disk_and_leftovers_cleaned(tmp_path: Path) -> None:
     await store.create_collection("docs", DIM, {"model_id": "m"})
     await store.close()
     coll = tmp_path / "collections" / "docs"
-    assert json.loads((coll / "meta.json").read_text()) == {"name": "docs", "dim": DIM, "meta": {"model_id": "m"}}
+    assert json.loads((coll / "meta.json").read_text()) == {"name": "docs", "dim": DIM, "meta": {"model_id": "m"},
+                                                             "shard": "shard"}
     assert (coll / "shard" / "wal").is_dir()
     (tmp_path / "collections" / ".tmp-half-made-1").mkdir()           # an interrupted create
     (tmp_path / "collections" / ".trash-docs2-1").mkdir()             # an interrupted delete

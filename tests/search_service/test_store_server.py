@@ -175,3 +175,15 @@ def test_layout_settings_need_a_server() -> None:
     s = Settings(qdrant_url="https://q:6333", qdrant_shard_number=6, qdrant_replication_factor=3,
                  qdrant_write_consistency_factor=2)
     assert (s.qdrant_shard_number, s.qdrant_replication_factor, s.qdrant_write_consistency_factor) == (6, 3, 2)
+
+
+async def test_index_status_reports_the_servers_own_state(tmp_path: Path) -> None:
+    store = make_store(qdrant_url=":memory:", data_dir=tmp_path)
+    try:
+        await store.create_collection("c", DIM, {})
+        await store.upsert("c", make_points(load_docs(30)))
+        status = await store.index_status("c")
+        assert status["points"] == 30 and status["auto"] is True
+        assert status["state"] in ("indexed", "building", "waiting") and status["server_status"]
+    finally:
+        await store.close()

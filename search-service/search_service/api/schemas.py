@@ -149,6 +149,10 @@ class CollectionDetail(BaseModel):
     shard_number: int = Field(description="Shards of the collection (as the Qdrant server reports; 1 embedded).")
     replication_factor: int = Field(description="Copies of each shard (1 embedded).")
     write_consistency_factor: int = Field(description="Copies that must apply a write before it is acknowledged.")
+    index: dict[str, Any] = Field(default_factory=dict,
+                                  description="The vector index: state (none | waiting | building | indexed | "
+                                              "failed: … on the embedded engine), points, indexed_vectors, "
+                                              "segments, builds, last_build_s and the HNSW settings")
 
 
 class CollectionList(BaseModel):

@@ -21,11 +21,12 @@ __all__ = [
 
 
 def make_store(*, qdrant_url: str | None, data_dir: pathlib.Path, timeout_s: float = 5.0,
-               api_key: str | None = None) -> VectorStore:
-    """Build the store the settings ask for (imports the chosen engine only)."""
+               api_key: str | None = None, index: dict | None = None) -> VectorStore:
+    """Build the store the settings ask for (imports the chosen engine only). ``index``: the embedded
+    engine's :class:`.edge.IndexPolicy` fields."""
     if qdrant_url is None or qdrant_url == "":
-        from .edge import EdgeStore
-        return EdgeStore(pathlib.Path(data_dir))
+        from .edge import EdgeStore, IndexPolicy
+        return EdgeStore(pathlib.Path(data_dir), index=IndexPolicy(**(index or {})))
     from .server import ServerStore
     if qdrant_url == ":memory:":
         return ServerStore(location=":memory:")

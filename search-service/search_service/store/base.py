@@ -280,9 +280,17 @@ class VectorStore(abc.ABC):
         await self._update_meta(_name(name), _meta(name, meta))
 
     async def optimize(self, name: str) -> bool:
-        """Build indexes / merge segments now, e.g. after a bulk load. The embedded engine optimizes only
-        when asked; a Qdrant server does it in the background. True when something changed."""
+        """Build indexes / merge segments now and wait (both engines also do it by themselves in the
+        background past their indexing threshold). True when something changed."""
         return await self._optimize(_name(name))
+
+    async def index_status(self, name: str) -> dict[str, Any]:
+        """The vector index of a collection: ``state`` (none | waiting | building | indexed | failed: … on
+        the embedded engine; the server's status otherwise), points, indexed vectors, segments, settings."""
+        return await self._index_status(_name(name))
+
+    async def _index_status(self, name: str) -> dict[str, Any]:
+        return {"state": "unknown"}
 
     # -- points -----------------------------------------------------------------------------------
     async def upsert(self, name: str, points: list[Point]) -> None:

@@ -25,10 +25,18 @@ Settings (the figures behind them: ``scripts/bench_store.py`` and the README's "
   key per hit is a large part of a query's cost, so candidates carry none (the search layer maps point
   ids to documents itself). ``max_search_threads=1``: a collection of this size is one segment, and the
   service gets its parallelism from concurrent requests, not from splitting one query.
-* ``optimize()`` is not run after upserts: below the engine's indexing threshold the data stays in one
-  segment and optimize() is a no-op; above it, optimize() builds HNSW (faster dense search) but takes
-  long, so it is an explicit call (:meth:`optimize`, ``POST /collections/{name}/optimize``) after a bulk
-  load. After deletes it *is* run (cheap unless there is something to vacuum; see VACUUM_DELETED_FRACTION).
+* Vector indexing happens by itself, off the serving process (:class:`IndexPolicy`). The engine's
+  ``optimize()`` holds the GIL for its whole run (23 s at 30k x 384 here): run in this process it would
+  freeze every request. So this process never builds an index (its optimizer's indexing threshold is
+  out of reach); once a collection holds ``threshold`` points no index covers and no write came for
+  ``quiet_s``, the shard is flushed and copied (under the collection's write lock: a consistent copy),
+  a child process (``index_worker``, niced, ``threads`` indexing threads) builds HNSW on the copy, and
+  the indexed copy replaces the shard — if no write came meanwhile; otherwise the copy is dropped and
+  the build starts again once writes pause. Searches keep answering from the current shard throughout;
+  writes wait only while the copy is made. ``meta.json`` names the shard directory in use, so a crash at
+  any point leaves the old shard or the new one, never a mix. ``POST /collections/{name}/optimize`` runs
+  the same build now and waits for it. After deletes the optimizer runs in this process (vacuum only,
+  cheap unless there is something to vacuum; see VACUUM_DELETED_FRACTION).
 * Python-side conversion of hits (the binding builds ``uuid.UUID`` ids) and payload reads are most of a
   query's cost through this class: ask for few payload keys (or none) for candidates and ``retrieve``
   the page you return.
@@ -37,12 +45,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import fcntl
 import json
 import logging
 import os
 import shutil
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +72,7 @@ log = logging.getLogger("search_service.store.edge")
 T = TypeVar("T")
 
 META_FILE = "meta.json"
+NEVER_KB = 1 << 40       # an indexing threshold (KB) no segment reaches: this process never builds an index
 # Deleted points keep counting in the sparse index's IDF statistics until their segment is vacuumed
 # (the Qdrant server behaves the same). After a delete we run the optimizer, which vacuums a segment once
 # this fraction of it is deleted: BM25 IDF then drifts by at most ~5% of the points, and a tiny delete
@@ -80,6 +92,45 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class IndexPolicy:
+    """When and how a collection's dense vectors get their HNSW index (built in a child process).
+
+    ``threshold``: points without an index that start a build (Qdrant's server default is ~20k too);
+    ``m`` / ``ef_construct``: the graph; ``ef``: candidates a search visits (recall vs speed);
+    ``quiet_s``: seconds without writes before a build starts (a bulk load finishes first);
+    ``threads``: indexing threads of the child (1 leaves the other core to searches)."""
+    enabled: bool = True
+    threshold: int = 20_000
+    m: int = 16
+    ef_construct: int = 100
+    ef: int = 128
+    quiet_s: float = 2.0
+    threads: int = 1
+
+    def threshold_kb(self, dim: int) -> int:
+        """The engine counts its indexing threshold in KB of vectors (float32)."""
+        return max(1, self.threshold * dim * 4 // 1024)
+
+
+def edge_config(dim: int, policy: IndexPolicy, *, build_index: bool, payload_memory: qe.Memory = qe.Memory.Cold,
+                vector_memory: qe.Memory = qe.Memory.Pinned, max_search_threads: int | None = 1) -> qe.EdgeConfig:
+    """The engine configuration of a collection; ``build_index`` only in the index worker."""
+    hnsw = qe.HnswIndexConfig(m=policy.m, ef_construct=policy.ef_construct, full_scan_threshold=10_000,
+                              max_indexing_threads=policy.threads)
+    return qe.EdgeConfig(
+        vectors={DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, memory=vector_memory,
+                                            hnsw_config=hnsw)},
+        sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+        payload_memory=payload_memory,
+        max_search_threads=max_search_threads,
+        optimizers=qe.EdgeOptimizersConfig(
+            deleted_threshold=VACUUM_DELETED_FRACTION, vacuum_min_vector_number=1,
+            indexing_threshold=policy.threshold_kb(dim) if build_index else NEVER_KB),
+        wal_enabled=True,
+    )
 
 
 _ID_STRS: dict[uuid.UUID, str] = {}
@@ -102,17 +153,29 @@ class _Collection:
     dim: int
     meta: dict[str, Any]
     shard: qe.EdgeShard
+    shard_dir: str = SHARD_DIR  # the shard directory in use (under ``path``; meta.json names it)
     lock: threading.Lock = field(default_factory=threading.Lock)
     writers: int = 0            # writes in flight (touched only on the event-loop thread)
     info: CollectionInfo | None = None   # get_collection's answer until the next write (this process
                                          # owns the data directory, so no one else can change it)
+    seq: int = 0                # bumped by every write (an index build is kept only if it did not move)
+    last_write: float = 0.0     # monotonic time of the last write
+    indexer: asyncio.Task | None = None
+    child: asyncio.subprocess.Process | None = None
+    index_state: str = "none"   # none | waiting | building | indexed | failed: <why>
+    index_runs: int = 0
+    index_last_s: float | None = None
+    readers: int = 0            # reads running in threads (an old shard is closed only when none is)
+    checked: bool = False       # the index need was checked once since the store opened it
 
 
 class EdgeStore(VectorStore):
     """The Qdrant engine in-process. Opens (``EdgeShard.load``) every collection under ``data_dir``."""
 
     def __init__(self, data_dir: Path, *, payload_memory: qe.Memory = qe.Memory.Cold,
-                 vector_memory: qe.Memory = qe.Memory.Pinned, max_search_threads: int | None = 1) -> None:
+                 vector_memory: qe.Memory = qe.Memory.Pinned, max_search_threads: int | None = 1,
+                 index: IndexPolicy | None = None) -> None:
+        self._index = index or IndexPolicy()
         self._root = Path(data_dir) / "collections"
         self._root.mkdir(parents=True, exist_ok=True)
         self._payload_memory = payload_memory
@@ -126,6 +189,7 @@ class EdgeStore(VectorStore):
             raise RuntimeError(f"{data_dir} is in use by another store (another process or worker); "
                                "the embedded engine allows one process per data directory — "
                                "run one worker or use a Qdrant server (SEARCH_QDRANT_URL)") from None
+        self._params = qe.SearchParams(hnsw_ef=self._index.ef)
         self._catalog = threading.Lock()     # guards create/delete of collections
         self._collections: dict[str, _Collection] = {}
         self._closed = False
@@ -147,19 +211,24 @@ class EdgeStore(VectorStore):
     # -- engine configuration ---------------------------------------------------------------------
 
     def _config(self, dim: int) -> qe.EdgeConfig:
-        return qe.EdgeConfig(
-            vectors={DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, memory=self._vector_memory)},
-            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
-            payload_memory=self._payload_memory,
-            max_search_threads=self._max_search_threads,
-            optimizers=qe.EdgeOptimizersConfig(deleted_threshold=VACUUM_DELETED_FRACTION, vacuum_min_vector_number=1),
-            wal_enabled=True,
-        )
+        return edge_config(dim, self._index, build_index=False, payload_memory=self._payload_memory,
+                           vector_memory=self._vector_memory, max_search_threads=self._max_search_threads)
 
     def _open(self, path: Path) -> _Collection:
         doc = json.loads((path / META_FILE).read_text())
-        shard = qe.EdgeShard.load(str(path / SHARD_DIR), self._config(doc["dim"]))
-        return _Collection(name=doc["name"], path=path, dim=doc["dim"], meta=doc["meta"], shard=shard)
+        shard_dir = doc.get("shard", SHARD_DIR)
+        for entry in path.iterdir():        # a build that did not finish, or a replaced shard not yet removed
+            if entry.is_dir() and entry.name.startswith(SHARD_DIR) and entry.name != shard_dir:
+                shutil.rmtree(entry, ignore_errors=True)
+        shard = qe.EdgeShard.load(str(path / shard_dir), self._config(doc["dim"]))
+        coll = _Collection(name=doc["name"], path=path, dim=doc["dim"], meta=doc["meta"], shard=shard,
+                           shard_dir=shard_dir)
+        coll.index_state = self._index_state(coll)
+        return coll
+
+    def _meta_doc(self, coll: _Collection, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"name": coll.name, "dim": coll.dim, "meta": coll.meta if meta is None else meta,
+                "shard": coll.shard_dir}
 
     # -- plumbing -----------------------------------------------------------------------------------
 
@@ -171,9 +240,11 @@ class EdgeStore(VectorStore):
             raise NotFound(f"collection {name!r} does not exist")
         return coll
 
-    async def _write(self, coll: _Collection, fn: Callable[[], T]) -> T:
+    async def _write(self, coll: _Collection, fn: Callable[[], T], *, changes: bool = True) -> T:
         def locked() -> T:
             with coll.lock:
+                if changes:
+                    coll.seq += 1
                 return fn()
         coll.writers += 1
         coll.info = None
@@ -182,10 +253,18 @@ class EdgeStore(VectorStore):
         finally:
             coll.writers -= 1
             coll.info = None
+            if changes:
+                coll.last_write = time.monotonic()
 
     async def _read(self, coll: _Collection, fn: Callable[[], T]) -> T:
         try:
-            return await asyncio.to_thread(fn) if coll.writers else fn()
+            if not coll.writers:
+                return fn()
+            coll.readers += 1
+            try:
+                return await asyncio.to_thread(fn)
+            finally:
+                coll.readers -= 1
         except Exception:
             if self._collections.get(coll.name) is not coll:   # dropped while we were reading
                 raise NotFound(f"collection {coll.name!r} does not exist") from None
@@ -215,7 +294,7 @@ class EdgeStore(VectorStore):
                 tmp.mkdir()
                 try:
                     qe.EdgeShard.create(str(tmp / SHARD_DIR), self._config(dim)).close()
-                    write_json_atomic(tmp / META_FILE, {"name": name, "dim": dim, "meta": meta})
+                    write_json_atomic(tmp / META_FILE, {"name": name, "dim": dim, "meta": meta, "shard": SHARD_DIR})
                     final = self._root / name
                     os.rename(tmp, final)
                 except BaseException:
@@ -230,6 +309,7 @@ class EdgeStore(VectorStore):
 
     async def _delete_collection(self, name: str) -> None:
         coll = self._get(name)
+        await self._stop_indexer(coll)
 
         def drop() -> None:
             with self._catalog:
@@ -251,6 +331,9 @@ class EdgeStore(VectorStore):
         """Cached until the collection's next write (an exact count and a copy of the metadata would
         otherwise be paid on every search). The returned object is shared: treat it as read-only."""
         coll = self._get(name)
+        if not coll.checked:             # a collection loaded at start-up past the threshold gets its build
+            coll.checked = True
+            self._schedule_index(coll)
         info = coll.info
         if info is None:
             inline = not coll.writers        # then _read runs on this thread: no write can interleave
@@ -263,10 +346,10 @@ class EdgeStore(VectorStore):
         coll = self._get(name)
 
         def save() -> None:
-            write_json_atomic(coll.path / META_FILE, {"name": coll.name, "dim": coll.dim, "meta": meta})
+            write_json_atomic(coll.path / META_FILE, self._meta_doc(coll, meta))
             coll.meta = meta
 
-        await self._write(coll, save)
+        await self._write(coll, save, changes=False)
 
     # -- points -------------------------------------------------------------------------------------
 
@@ -282,6 +365,7 @@ class EdgeStore(VectorStore):
                     for p in batch]))
 
         await self._write(coll, apply)
+        self._schedule_index(coll)
 
     async def _delete_by_doc_ids(self, name: str, doc_ids: list[str]) -> None:
         coll = self._get(name)
@@ -292,6 +376,7 @@ class EdgeStore(VectorStore):
             coll.shard.optimize()       # vacuum past VACUUM_DELETED_FRACTION (keeps BM25 IDF honest)
 
         await self._write(coll, delete)
+        self._schedule_index(coll)      # a vacuumed segment comes back without its index
 
     async def _count(self, name: str, filter: Filter | None) -> int:
         coll = self._get(name)
@@ -299,17 +384,19 @@ class EdgeStore(VectorStore):
         return await self._read(coll, lambda: coll.shard.count(request))
 
     async def _optimize(self, name: str) -> bool:
-        """Merge segments / build indexes now (blocking a thread). See the module notes on when to call it."""
+        """Build the index now (in the child process, see the module notes) and wait for it; True if the
+        shard changed."""
         coll = self._get(name)
-        return await self._write(coll, coll.shard.optimize)
+        await self._stop_indexer(coll)
+        coll.indexer = asyncio.ensure_future(self._index_loop(coll, wait=False))
+        return await asyncio.shield(coll.indexer)
 
     # -- search -------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _query(vector: list[float] | qe.SparseVector, using: str, limit: int, filter: qe.Filter | None,
+    def _query(self, vector: list[float] | qe.SparseVector, using: str, limit: int, filter: qe.Filter | None,
                with_payload: Payload) -> qe.QueryRequest:
-        return qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vector, using=using),
-                               filter=filter, with_payload=with_payload, with_vector=False)
+        return qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vector, using=using), filter=filter,
+                               with_payload=with_payload, with_vector=False, params=self._params)
 
     def _dense(self, vector: list[float], limit: int, flt: qe.Filter | None,
                with_payload: Payload) -> qe.QueryRequest:
@@ -351,6 +438,131 @@ class EdgeStore(VectorStore):
         records = await self._read(coll, lambda: coll.shard.retrieve(ids, with_payload, False))
         return [Hit(_id_str(r.id), 0.0, dict(r.payload or {})) for r in records]
 
+    # -- indexing (see the module notes) -----------------------------------------------------------
+
+    def _unindexed(self, coll: _Collection) -> tuple[int, int, int]:
+        """(points, dense vectors in an HNSW index, segments) of the shard. The engine's
+        ``indexed_vectors_count`` counts every named vector a segment indexes: the sparse BM25 vectors always
+        (an inverted index), the dense ones once their segment has HNSW — so the dense share is the excess
+        over the point count (every point has one sparse vector)."""
+        info = coll.shard.info()
+        dense = max(0, info.indexed_vectors_count - info.points_count)
+        return info.points_count, dense, info.segments_count
+
+    def _index_state(self, coll: _Collection) -> str:
+        points, indexed, _ = self._unindexed(coll)
+        return "indexed" if indexed and points - indexed < self._index.threshold else "none"
+
+    def _schedule_index(self, coll: _Collection) -> None:
+        """After a write: start the background build when enough points lack an index (once)."""
+        if not self._index.enabled or self._closed or (coll.indexer is not None and not coll.indexer.done()):
+            return
+        points, indexed, _ = self._unindexed(coll)
+        if points - indexed >= self._index.threshold:
+            coll.index_state = "waiting"
+            coll.indexer = asyncio.ensure_future(self._index_loop(coll, wait=True))
+
+    async def _stop_indexer(self, coll: _Collection) -> None:
+        task, coll.indexer = coll.indexer, None
+        if task is None or task.done():
+            return
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):   # noqa: BLE001 - the build is being abandoned
+            pass
+
+    async def _index_loop(self, coll: _Collection, *, wait: bool) -> bool:
+        """Build until a build is swapped in (writes during a build send it back to waiting)."""
+        try:
+            while True:
+                if wait:
+                    coll.index_state = "waiting"
+                    while (left := coll.last_write + self._index.quiet_s - time.monotonic()) > 0:
+                        await asyncio.sleep(left)
+                wait = True
+                coll.index_state = "building"
+                t0 = time.perf_counter()
+                swapped = await self._build(coll)
+                if swapped is not None:
+                    coll.index_runs += 1
+                    coll.index_last_s = round(time.perf_counter() - t0, 3)
+                    coll.index_state = self._index_state(coll)
+                    log.info("collection %s: index built in %.1f s", coll.name, coll.index_last_s,
+                             extra={"collection": coll.name, "changed": swapped})
+                    return swapped
+                log.info("collection %s: written to during the index build; building again once writes pause",
+                         coll.name)
+        except asyncio.CancelledError:
+            coll.index_state = self._index_state(coll) if not self._closed else coll.index_state
+            raise
+        except Exception as exc:
+            coll.index_state = f"failed: {exc}"
+            log.exception("collection %s: index build failed", coll.name)
+            raise
+
+    async def _build(self, coll: _Collection) -> bool | None:
+        """One build: copy → child optimizes the copy → swap if no write came. None: a write came (copy
+        dropped). True/False: swapped in; whether the optimizer changed anything."""
+        new_dir = f"{SHARD_DIR}-{uuid.uuid4().hex[:12]}"
+        target = coll.path / new_dir
+
+        def copy() -> int:
+            with coll.lock:                      # no write can land while the files are copied
+                coll.shard.flush()
+                shutil.copytree(coll.path / coll.shard_dir, target)
+                return coll.seq
+
+        try:
+            seq = await asyncio.to_thread(copy)
+            policy = {**dataclasses.asdict(self._index), "dim": coll.dim}
+            coll.child = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "search_service.store.index_worker", str(target), json.dumps(policy),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await coll.child.communicate()
+            if coll.child.returncode != 0:
+                raise RuntimeError(f"index worker exited with {coll.child.returncode}: "
+                                   f"{err.decode(errors='replace')[-500:]}")
+            changed = bool(json.loads(out.decode().strip().splitlines()[-1])["changed"])
+            new = await asyncio.to_thread(qe.EdgeShard.load, str(target), self._config(coll.dim))
+        except BaseException:
+            if coll.child is not None and coll.child.returncode is None:
+                coll.child.kill()
+                await coll.child.wait()
+            await asyncio.to_thread(shutil.rmtree, target, True)
+            raise
+        finally:
+            coll.child = None
+
+        def swap() -> tuple[qe.EdgeShard, str] | None:
+            with coll.lock:
+                if coll.seq != seq:
+                    return None
+                old, old_dir = coll.shard, coll.shard_dir
+                coll.shard, coll.shard_dir = new, new_dir
+                write_json_atomic(coll.path / META_FILE, self._meta_doc(coll))   # the new shard is the one now
+                _fsync_dir(coll.path)
+                coll.info = None
+                return old, old_dir
+
+        swapped = await asyncio.to_thread(swap)
+        if swapped is None:
+            await asyncio.to_thread(lambda: (new.close(), shutil.rmtree(target, ignore_errors=True)))
+            return None
+        old, old_dir = swapped
+        while coll.readers:                      # reads in threads may still hold the old shard
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(lambda: (old.close(), shutil.rmtree(coll.path / old_dir, ignore_errors=True)))
+        return changed
+
+    async def _index_status(self, name: str) -> dict[str, Any]:
+        coll = self._get(name)
+        points, indexed, segments = await self._read(coll, lambda: self._unindexed(coll))
+        return {"state": coll.index_state, "points": points, "indexed_vectors": indexed, "segments": segments,
+                "builds": coll.index_runs, "last_build_s": coll.index_last_s, "auto": self._index.enabled,
+                "threshold": self._index.threshold, "m": self._index.m, "ef_construct": self._index.ef_construct,
+                "ef": self._index.ef}
+
     # -- lifecycle ----------------------------------------------------------------------------------
 
     async def ready(self) -> bool:
@@ -360,6 +572,8 @@ class EdgeStore(VectorStore):
         if self._closed:
             return
         self._closed = True
+        for coll in list(self._collections.values()):
+            await self._stop_indexer(coll)
 
         def close_all() -> None:
             with self._catalog:

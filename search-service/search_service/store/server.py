@@ -171,6 +171,16 @@ class ServerStore(VectorStore):
     async def _get_collection(self, name: str) -> CollectionInfo:
         return await self._info(name)
 
+    async def _index_status(self, name: str) -> dict[str, Any]:
+        """The server indexes by its own optimizer config: its status (green: ready, yellow: optimizing,
+        grey: optimizations pending), points, indexed vectors and segments as it reports them."""
+        info = await self._call(name, self._client.get_collection(name))
+        status = getattr(info.status, "value", info.status)
+        return {"state": {"green": "indexed", "yellow": "building", "grey": "waiting"}.get(str(status), str(status)),
+                "server_status": str(status), "points": info.points_count or 0,
+                "indexed_vectors": info.indexed_vectors_count or 0, "segments": info.segments_count or 0,
+                "auto": True}
+
     async def _update_meta(self, name: str, meta: dict[str, Any]) -> None:
         old = (await self._info(name)).meta
         patch = {**{k: None for k in old if k not in meta}, **meta}   # Qdrant merges: None drops a key

@@ -1,0 +1,153 @@
+"""The embedded engine indexes a collection by itself: past the threshold, after writes pause, in a child
+process, while searches keep answering and without losing a write; the index survives a restart.
+
+Random unit vectors (the HNSW graph does not care where they come from) keep the builds to seconds; recall
+is measured against exact (numpy) nearest neighbours."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from search_service.store import Point, SparseVector
+from search_service.store.edge import EdgeStore, IndexPolicy
+
+DIM = 64
+POLICY = IndexPolicy(threshold=3000, quiet_s=0.3, m=16, ef_construct=64, ef=64)
+
+
+def vectors(n: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def points(vecs: np.ndarray, start: int = 0) -> list[Point]:
+    return [Point(id=str(uuid.UUID(int=start + i + 1)), dense=v.tolist(),
+                  sparse=SparseVector(indices=[(start + i) % 97], values=[1.0]),
+                  payload={"doc_id": f"d{start + i}", "n": start + i})
+            for i, v in enumerate(vecs)]
+
+
+async def wait_state(store: EdgeStore, name: str, states: set[str], timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = await store.index_status(name)
+        if status["state"] in states:
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"index state never reached {states}: {await store.index_status(name)}")
+
+
+def recall_at_10(store_hits: list[list[str]], data: np.ndarray, queries: np.ndarray) -> float:
+    exact = np.argsort(-(queries @ data.T), axis=1)[:, :10]
+    got = [{int(uuid.UUID(h)) - 1 for h in hits} for hits in store_hits]
+    return float(np.mean([len(g & set(e.tolist())) / 10 for g, e in zip(got, exact)]))
+
+
+async def test_builds_by_itself_while_searches_keep_answering(tmp_path: Path) -> None:
+    data = vectors(8000, 1)
+    queries = vectors(40, 2)
+    store = EdgeStore(tmp_path, index=POLICY)
+    try:
+        await store.create_collection("c", DIM, {})
+        assert (await store.index_status("c"))["state"] == "none"
+        for k in range(0, 2000, 500):                       # below the threshold: nothing happens
+            await store.upsert("c", points(data[k:k + 500], k))
+        await asyncio.sleep(POLICY.quiet_s * 2)
+        assert (await store.index_status("c"))["state"] == "none"
+        for k in range(2000, 8000, 500):                    # a bulk load past it
+            await store.upsert("c", points(data[k:k + 500], k))
+        exact_hits = [[h.id for h in await store.search_dense("c", q.tolist(), 10)] for q in queries]
+        assert recall_at_10(exact_hits, data, queries) == 1.0      # no index yet: exact search
+        await wait_state(store, "c", {"building"})
+        answered_while_building = 0
+        while (await store.index_status("c"))["state"] == "building":
+            q = queries[answered_while_building % len(queries)]
+            hits = await store.search_dense("c", q.tolist(), 10)
+            assert len(hits) == 10
+            answered_while_building += 1
+            await asyncio.sleep(0)
+        status = await wait_state(store, "c", {"indexed"})
+        # the event loop was never frozen: searches went on answering during the build
+        assert answered_while_building >= 20, answered_while_building
+        assert status["indexed_vectors"] >= 8000 - POLICY.threshold and status["points"] == 8000
+        assert status["builds"] == 1 and status["last_build_s"] > 0
+        hnsw_hits = [[h.id for h in await store.search_dense("c", q.tolist(), 10)] for q in queries]
+        assert recall_at_10(hnsw_hits, data, queries) >= 0.95
+        assert await store.count("c") == 8000
+    finally:
+        await store.close()
+
+
+async def test_a_write_during_the_build_is_kept_and_the_index_rebuilt(tmp_path: Path) -> None:
+    data = vectors(7000, 3)
+    store = EdgeStore(tmp_path, index=POLICY)
+    try:
+        await store.create_collection("c", DIM, {})
+        await store.upsert("c", points(data[:6000]))
+        await wait_state(store, "c", {"building"})
+        await store.upsert("c", points(data[6000:], 6000))      # lands in the live shard, not the copy
+        status = await wait_state(store, "c", {"indexed"})
+        assert await store.count("c") == 7000
+        assert status["builds"] == 1                           # the first build was dropped, the second kept
+        got = await store.retrieve("c", [str(uuid.UUID(int=6999 + 1))])
+        assert got and got[0].payload["n"] == 6999
+    finally:
+        await store.close()
+
+
+async def test_the_index_survives_a_restart_and_leftovers_are_removed(tmp_path: Path) -> None:
+    data = vectors(4000, 4)
+    store = EdgeStore(tmp_path, index=POLICY)
+    await store.create_collection("c", DIM, {"k": 1})
+    await store.upsert("c", points(data))
+    await wait_state(store, "c", {"indexed"})
+    await store.close()
+    coll = tmp_path / "collections" / "c"
+    meta = json.loads((coll / "meta.json").read_text())
+    assert meta["shard"].startswith("shard-") and meta["meta"] == {"k": 1}
+    assert sorted(p.name for p in coll.iterdir() if p.is_dir()) == [meta["shard"]]   # the old shard is gone
+    (coll / "shard-halfbuilt").mkdir()                           # a build cut short by a crash
+    store = EdgeStore(tmp_path, index=POLICY)
+    try:
+        status = await store.index_status("c")
+        assert status["state"] == "indexed" and status["indexed_vectors"] >= 4000 - POLICY.threshold
+        assert not (coll / "shard-halfbuilt").exists()
+        assert await store.count("c") == 4000
+    finally:
+        await store.close()
+
+
+async def test_delete_during_a_build_and_switched_off(tmp_path: Path) -> None:
+    data = vectors(5000, 5)
+    store = EdgeStore(tmp_path, index=POLICY)
+    try:
+        await store.create_collection("c", DIM, {})
+        await store.upsert("c", points(data))
+        await wait_state(store, "c", {"building"})
+        await store.delete_collection("c")                      # stops the build, kills the worker
+        assert not (tmp_path / "collections" / "c").exists()
+    finally:
+        await store.close()
+    off = EdgeStore(tmp_path / "off", index=IndexPolicy(enabled=False, threshold=1000, quiet_s=0))
+    try:
+        await off.create_collection("c", DIM, {})
+        await off.upsert("c", points(data[:2000]))
+        await asyncio.sleep(0.5)
+        assert (await off.index_status("c"))["state"] == "none"
+        assert await off.optimize("c") is True                  # the explicit build still works
+        assert (await off.index_status("c"))["state"] == "indexed"
+    finally:
+        await off.close()
+
+
+@pytest.mark.parametrize("threshold", [0])
+def test_bad_policy(threshold: int) -> None:
+    from search_service.core.settings import Settings
+
+    with pytest.raises(ValueError):
+        Settings(index_threshold=threshold)
