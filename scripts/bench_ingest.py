@@ -52,7 +52,6 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from bench_scale import cpu_name
 from search_service.collections import CollectionCatalog
 from search_service.core.metrics import Metrics
 from search_service.core.settings import Settings
@@ -63,6 +62,7 @@ from search_service.store import make_store
 from search_service.text import Analyzer, BM25Encoder
 from stack_dev.beir import ndcg_at, read_qrels, read_queries, recall_at, relevant
 from stack_dev.ingest import read_documents
+from stack_dev.machine import cpu_name
 from stack_dev.procs import ROOT
 
 COLLECTION = "bench"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 
@@ -31,17 +30,8 @@ import jsonschema
 import openai
 
 from stack_dev import structured_cases as cases
+from stack_dev.machine import cpu_name
 from stack_dev.stats import percentile
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _timed(fn):

@@ -65,8 +65,8 @@ class Settings(BaseSettings, AuthSettings):
                                                            "other core to searches on 2 cores).")
     hnsw_m: int = Field(16, ge=4, le=128, description="HNSW edges per node (embedded).")
     hnsw_ef_construct: int = Field(100, ge=8, le=2000, description="HNSW candidates while building (embedded).")
-    hnsw_ef: int = Field(128, ge=8, le=4096, description="HNSW candidates a dense search visits: recall vs speed "
-                                                         "(embedded).")
+    hnsw_ef: int = Field(256, ge=8, le=4096, description="HNSW candidates a dense search visits: recall vs speed "
+                                                         "(embedded; README \"Scaling\" has the sweep).")
 
     # --- cache --------------------------------------------------------------------------------
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis used as the search-response cache.")

@@ -26,8 +26,8 @@ Settings (the figures behind them: ``scripts/bench_store.py`` and the README's "
   ids to documents itself). ``max_search_threads=1``: a collection of this size is one segment, and the
   service gets its parallelism from concurrent requests, not from splitting one query.
 * Vector indexing happens by itself, off the serving process (:class:`IndexPolicy`). The engine's
-  ``optimize()`` holds the GIL for its whole run (23 s at 30k x 384 here): run in this process it would
-  freeze every request. So this process never builds an index (its optimizer's indexing threshold is
+  ``optimize()`` holds the GIL for its whole run (tens of seconds at tens of thousands of points): run in
+  this process it would freeze every request. So this process never builds an index (its optimizer's indexing threshold is
   out of reach); once a collection holds ``threshold`` points no index covers and no write came for
   ``quiet_s``, the shard is flushed and copied (under the collection's write lock: a consistent copy),
   a child process (``index_worker``, niced, ``threads`` indexing threads) builds HNSW on the copy, and
@@ -106,7 +106,7 @@ class IndexPolicy:
     threshold: int = 20_000
     m: int = 16
     ef_construct: int = 100
-    ef: int = 128
+    ef: int = 256
     quiet_s: float = 2.0
     threads: int = 1
 
