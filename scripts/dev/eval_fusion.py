@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from search_service.embeddings import DEFAULT_VARIANT, Embedder
 from search_service.fusion import fuse
 from search_service.text import Analyzer, BM25Encoder, term_id
 from stack_dev.beir import ndcg_at, read_corpus, read_qrels, read_queries, recall_at
+from stack_dev.bm25 import doc_term_matrix
 from stack_dev.procs import ROOT
 
 
@@ -67,18 +67,8 @@ def main() -> None:
     # ---- BM25
     analyzer = Analyzer()
     enc = BM25Encoder(analyzer, k1=args.k1, b=args.b)
-    stats = [enc.doc_stats(t) for t in texts]
-    avgdl = sum(dl for _, dl in stats) / len(stats)
-    vocab: dict[int, int] = {}
-    rows, cols, vals = [], [], []
-    for r, (tfs, dl) in enumerate(stats):
-        v = enc.encode_doc(tfs, dl, avgdl)
-        for i, w in zip(v.indices, v.values):
-            rows.append(r)
-            cols.append(vocab.setdefault(i, len(vocab)))
-            vals.append(w)
-    bm25 = sp.csr_matrix((vals, (rows, cols)), shape=(len(docs), len(vocab)))
-    df = np.bincount(cols, minlength=len(vocab))
+    bm25, vocab = doc_term_matrix(enc, texts)
+    df = bm25.getnnz(axis=0)
     idf = np.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
 
     def keyword_scores(q: str) -> np.ndarray:

@@ -27,10 +27,10 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from search_service.text import Analyzer, BM25Encoder, term_id
 from stack_dev.beir import ndcg_at, read_corpus, read_qrels, read_queries
+from stack_dev.bm25 import doc_term_matrix
 
 NAMESPACE = uuid.UUID("5b0c7a9e-2f7d-4c43-9a0e-6d1f1c2b7e10")     # search_service.collections.NAMESPACE
 
@@ -55,17 +55,7 @@ def main() -> None:
     qids = [q for q in qrels if q in queries]
 
     enc = BM25Encoder(Analyzer())
-    stats = [enc.doc_stats(t) for t in texts]
-    avgdl = sum(dl for _, dl in stats) / len(stats)
-    vocab: dict[int, int] = {}
-    rows, cols, vals = [], [], []
-    for r, (tfs, dl) in enumerate(stats):
-        v = enc.encode_doc(tfs, dl, avgdl)
-        for i, w in zip(v.indices, v.values):
-            rows.append(r)
-            cols.append(vocab.setdefault(i, len(vocab)))
-            vals.append(w)
-    weights = sp.csr_matrix((vals, (rows, cols)), shape=(len(ids), len(vocab)))
+    weights, vocab = doc_term_matrix(enc, texts)
     present = weights.copy()
     present.data[:] = 1.0
     qterms = {q: [vocab[t] for t in {term_id(x) for x in enc.analyzer.tokens(queries[q])} if t in vocab]
