@@ -4,12 +4,17 @@
     python scripts/eval_beir.py --dataset ../shared/data/beir/scifact --qrels ../shared/data/beir/scifact/qrels/test.tsv
     python scripts/eval_beir.py --dataset DIR --qrels FILE --url http://127.0.0.1:8001 --collection scifact --ingest
 
-Prints a table (nDCG@10, Recall@100, P@5, Recall@10, F1@10) per mode (keyword, vector, hybrid) and, on
-its last line, the hybrid figures as one JSON object. Works with any qrels file in BEIR format
+Prints a table (nDCG@10, Recall@100, P@5, Recall@10, F1@10, hit@1, MRR@10) per mode (keyword, vector,
+hybrid) and, on its last line, the hybrid figures as one JSON object. Works with any qrels file in BEIR format
 (``query-id<TAB>corpus-id<TAB>score`` with a header line); graded relevance is used as the nDCG gain
 (linear gain, as trec_eval/BEIR). Only queries that have at least one relevant document in the qrels are
 evaluated. The metrics are stack_dev.beir's (one definition for every script).
-F1@10 = harmonic mean of P@10 and Recall@10, per query, averaged.
+F1@10 = harmonic mean of P@10 and Recall@10, per query, averaged. hit@1 = share of queries whose first
+hit is relevant; MRR@10 = mean of 1 / rank of the first relevant hit (0 past rank 10).
+
+    # the project's Korean set (scripts/data/korean_eval/SOURCE.md): one relevant passage per question
+    python scripts/eval_beir.py --dataset scripts/data/korean_eval --qrels scripts/data/korean_eval/qrels/test.tsv \
+        --url http://127.0.0.1:8121 --collection ko --ingest
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from stack_dev import ingest as ingest_mod
-from stack_dev.beir import ndcg_at, precision_at, read_qrels, read_queries, recall_at
+from stack_dev.beir import hit_at, mrr_at, ndcg_at, precision_at, read_qrels, read_queries, recall_at
 
 MODES = ("keyword", "vector", "hybrid")
 
@@ -36,6 +41,8 @@ def metrics(ranked: list[str], rels: dict[str, int]) -> dict[str, float]:
         "p@5": precision_at(ranked, rels, 5),
         "recall@10": r10,
         "f1@10": (2 * p10 * r10 / (p10 + r10)) if p10 + r10 else 0.0,
+        "hit@1": hit_at(ranked, rels, 1),
+        "mrr@10": mrr_at(ranked, rels, 10),
     }
 
 
@@ -94,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     extra = {k: v for k, v in {"fusion": args.fusion, "alpha": args.alpha, "rrf_k": args.rrf_k}.items()
              if v is not None}
     rows = {}
-    cols = ["ndcg@10", "recall@100", "p@5", "recall@10", "f1@10"]
+    cols = ["ndcg@10", "recall@100", "p@5", "recall@10", "f1@10", "hit@1", "mrr@10"]
     for mode in args.modes.split(","):
         res, seconds = evaluate(args.url, collection, queries, qrels, mode, extra if mode == "hybrid" else {},
                                 args.concurrency)

@@ -12,7 +12,10 @@ is relevant when its score is > 0):
   BEIR's (pytrec_eval) definition. With binary qrels (SciFact) the exponential gain 2^rel - 1 gives
   the same value;
 * ``recall_at(ranked, rels, k)``: relevant documents in the top k / relevant documents;
-* ``precision_at(ranked, rels, k)``: relevant documents in the top k / k (k, not the list's length).
+* ``precision_at(ranked, rels, k)``: relevant documents in the top k / k (k, not the list's length);
+* ``hit_at(ranked, rels, k)``: 1.0 when a relevant document is in the top k, else 0.0 (``hit_at(.., 1)``
+  is hit@1, "the right passage first", the figure for one-answer sets such as scripts/data/korean_eval);
+* ``mrr_at(ranked, rels, k)``: 1 / the rank of the first relevant document, 0.0 when none is in the top k.
 
 Each returns 0.0 for a query without a relevant document.
 """
@@ -82,3 +85,13 @@ def recall_at(ranked: list[str], rels: dict[str, int], k: int) -> float:
 def precision_at(ranked: list[str], rels: dict[str, int], k: int) -> float:
     pos = relevant(rels)
     return len(pos & set(ranked[:k])) / k if pos else 0.0
+
+
+def hit_at(ranked: list[str], rels: dict[str, int], k: int) -> float:
+    pos = relevant(rels)
+    return 1.0 if any(d in pos for d in ranked[:k]) else 0.0
+
+
+def mrr_at(ranked: list[str], rels: dict[str, int], k: int) -> float:
+    pos = relevant(rels)
+    return next((1.0 / (i + 1) for i, d in enumerate(ranked[:k]) if d in pos), 0.0)
