@@ -35,7 +35,7 @@ Settings (the figures behind them: ``scripts/bench_store.py`` and the README's "
   the build starts again once writes pause. Searches keep answering from the current shard throughout;
   writes wait only while the copy is made. ``meta.json`` names the shard directory in use, so a crash at
   any point leaves the old shard or the new one, never a mix. ``POST /collections/{name}/optimize`` runs
-  the same build now and waits for it. After deletes the optimizer runs in this process (vacuum only,
+  the same build now and waits for it (below the threshold it only merges and vacuums, in this process). After deletes the optimizer runs in this process (vacuum only,
   cheap unless there is something to vacuum; see VACUUM_DELETED_FRACTION).
 * Python-side conversion of hits (the binding builds ``uuid.UUID`` ids) and payload reads are most of a
   query's cost through this class: ask for few payload keys (or none) for candidates and ``retrieve``
@@ -385,8 +385,12 @@ class EdgeStore(VectorStore):
 
     async def _optimize(self, name: str) -> bool:
         """Build the index now (in the child process, see the module notes) and wait for it; True if the
-        shard changed."""
+        shard changed. Below the threshold there is no index to build: the optimizer only merges and
+        vacuums, which is quick at that size, so it runs here without a copy and a child process."""
         coll = self._get(name)
+        points, indexed, _ = await self._read(coll, lambda: self._unindexed(coll))
+        if points - indexed < self._index.threshold:
+            return await self._write(coll, coll.shard.optimize)
         await self._stop_indexer(coll)
         coll.indexer = asyncio.ensure_future(self._index_loop(coll, wait=False))
         return await asyncio.shield(coll.indexer)
