@@ -145,9 +145,9 @@ async def test_delete_during_a_build_and_switched_off(tmp_path: Path) -> None:
         await off.close()
 
 
-@pytest.mark.parametrize("threshold", [0])
-def test_bad_policy(threshold: int) -> None:
+def test_bad_index_settings_are_refused() -> None:
     from search_service.core.settings import Settings
 
-    with pytest.raises(ValueError):
-        Settings(index_threshold=threshold)
+    for bad in ({"index_threshold": 0}, {"hnsw_m": 2}, {"hnsw_ef": 4}, {"index_quiet_s": -1}):
+        with pytest.raises(ValueError):
+            Settings(**bad)

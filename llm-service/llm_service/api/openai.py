@@ -110,8 +110,9 @@ async def merged_events(serving: GenerationService, prepared: list[Prepared]) ->
             p.close()
 
 
-def _usage(results: list[Result]) -> dict[str, int]:
-    return usage_dict(results[0].prompt_tokens, sum(r.completion_tokens for r in results))
+def _usage(finished: list[Result] | list[GenerationEvent]) -> dict[str, int]:
+    """One request's usage over its choices: the prompt once, the completions summed (OpenAI's counting)."""
+    return usage_dict(finished[0].prompt_tokens, sum(r.completion_tokens for r in finished))
 
 
 def _close_all(prepared: list[Prepared]):
@@ -145,8 +146,7 @@ async def completions(body: CompletionRequest, request: Request, serving: Servin
                 if ev.finish_reason:
                     done[i] = ev
             if include_usage and done:
-                yield completion_body(rid, model, [], usage_dict(
-                    next(iter(done.values())).prompt_tokens, sum(e.completion_tokens for e in done.values())))
+                yield completion_body(rid, model, [], _usage(list(done.values())))
         return sse_response(chunks(), _close_all(prepared))
     results = await collect_all(serving, prepared, request)
     choices = [completion_choice(i, r.text, r.finish_reason,
@@ -211,5 +211,4 @@ async def _chat_stream(serving: GenerationService, prepared: list[Prepared], pla
                 yield chat_chunk(rid, model, [chunk_choice(i, delta)])
             yield chat_chunk(rid, model, [chunk_choice(i, {}, finish)])
     if include_usage and done:
-        yield chat_chunk(rid, model, [], usage_dict(next(iter(done.values())).prompt_tokens,
-                                                    sum(e.completion_tokens for e in done.values())))
+        yield chat_chunk(rid, model, [], _usage(list(done.values())))
