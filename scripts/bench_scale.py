@@ -58,10 +58,10 @@ def base_data(args) -> dict:
         docs_v, query_v = z["docs"], z["queries"]
     else:
         from search_service.embeddings import Embedder
-        emb = Embedder.load(models_dir=ROOT / "models", intra_op_threads=2)
+        emb = Embedder.load("minilm", ROOT / "models", intra_op_threads=2)
         t0 = time.perf_counter()
         docs_v = emb.encode(texts[:args.base_docs], batch_size=32)
-        query_v = emb.encode(qtexts, batch_size=32)
+        query_v = emb.encode(qtexts, batch_size=32, kind="query")
         emb.close()
         print(f"embedded {len(docs_v)} abstracts + {len(query_v)} queries in {time.perf_counter() - t0:.1f} s "
               f"(cached in {cache})", flush=True)

@@ -95,7 +95,7 @@ def baseline(docs: list[dict], queries: list[str], n_requests: int) -> dict:
     torch.set_num_threads(1)
     texts = [f"{d.get('title') or ''} {d['text']}" for d in docs]
     bm25 = BM25Okapi([t.lower().split() for t in texts])
-    emb = Embedder.load(models_dir=ROOT / "models")
+    emb = Embedder.load("minilm", ROOT / "models")
     vectors = emb.encode(texts, batch_size=32)      # corpus vectors (their values do not change the timing)
     emb.close()
     client = QdrantClient(":memory:")
@@ -110,8 +110,8 @@ def baseline(docs: list[dict], queries: list[str], n_requests: int) -> dict:
         encode = lambda q: st.encode(q, normalize_embeddings=True)          # noqa: E731
         encoder = "sentence-transformers fp32 (torch, 1 thread)"
     except Exception as exc:  # noqa: BLE001
-        emb = Embedder.load(models_dir=ROOT / "models")
-        encode = lambda q: emb.encode([q])[0]                               # noqa: E731
+        emb = Embedder.load("minilm", ROOT / "models")
+        encode = lambda q: emb.encode([q], kind="query")[0]                 # noqa: E731
         encoder = f"MiniLM int8 ONNX (sentence-transformers unavailable: {exc})"
     lat = []
     for i in range(n_requests):

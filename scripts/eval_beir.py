@@ -29,6 +29,7 @@ import httpx
 
 from stack_dev import ingest as ingest_mod
 from stack_dev.beir import hit_at, mrr_at, ndcg_at, precision_at, read_qrels, read_queries, recall_at
+from stack_dev.machine import cpu_name
 
 MODES = ("keyword", "vector", "hybrid")
 
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--alpha", type=float, default=None)
     ap.add_argument("--rrf-k", type=int, default=None)
     ap.add_argument("--ingest", action="store_true", help="load the corpus first if the collection is missing")
+    ap.add_argument("--embedding-model", default=None,
+                    help="with --ingest: the new collection's embedding model (default: the service's)")
     ap.add_argument("--limit-docs", type=int, default=None, help="with --ingest: load only N documents")
     ap.add_argument("--limit-queries", type=int, default=None, help="evaluate only the first N queries")
     ap.add_argument("--concurrency", type=int, default=4)
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
             if not args.ingest:
                 raise SystemExit(f"collection '{collection}' not found at {args.url}; load it with "
                                  f"scripts/ingest.py or pass --ingest")
-            ingest_mod.ensure_collection(client, collection)
+            ingest_mod.ensure_collection(client, collection, embedding_model=args.embedding_model)
     if not exists:
         docs = list(ingest_mod.read_documents(args.dataset, args.limit_docs))
         n, s = ingest_mod.load(args.url, collection, docs)
@@ -107,7 +110,10 @@ def main(argv: list[str] | None = None) -> None:
                                 args.concurrency)
         res["ms/query"] = 1000 * seconds / max(1, res["queries"])
         rows[mode] = res
-    print(f"collection={collection} qrels={args.qrels} queries={next(iter(rows.values()))['queries']} "
+    with httpx.Client(base_url=args.url, timeout=60) as client:
+        model = client.get(f"/collections/{collection}").json().get("embedding_model")
+    print(f"CPU: {cpu_name()}")
+    print(f"collection={collection} embedding_model={model} qrels={args.qrels} queries={next(iter(rows.values()))['queries']} "
           f"hybrid options={extra or 'service defaults'}")
     print(f"| mode | {' | '.join(cols)} | ms/query (wall, {args.concurrency} in flight) |")
     print("|---" * (len(cols) + 2) + "|")

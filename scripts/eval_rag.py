@@ -87,7 +87,7 @@ class Judge:
         from search_service.embeddings import Embedder
         from search_service.grounding import SUPPORT_THRESHOLD, split_sentences
 
-        self.embedder = Embedder.load(models_dir=models_dir, intra_op_threads=1)
+        self.embedder = Embedder.load("minilm", models_dir, intra_op_threads=1)
         self.split = split_sentences
         self.threshold = SUPPORT_THRESHOLD
 

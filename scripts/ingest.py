@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit-docs", type=int, default=None, help="load only the first N documents")
     ap.add_argument("--recreate", action="store_true", help="drop the collection first")
     ap.add_argument("--chunk-words", type=int, default=None, help="chunk size for a new collection")
+    ap.add_argument("--embedding-model", default=None, help="a new collection's embedding model (minilm, "
+                                                             "multilingual-e5-small; default: the service's)")
     ap.add_argument("--optimize", action="store_true", help="build the collection's indexes after loading "
                                                              "(worth it for large collections)")
     ap.add_argument("--no-progress", action="store_true")
@@ -34,7 +36,8 @@ def main(argv: list[str] | None = None) -> None:
 
     docs = list(read_documents(args.corpus, args.limit_docs))
     with httpx.Client(base_url=args.url, timeout=60) as client:
-        ensure_collection(client, args.collection, args.recreate, chunk_words=args.chunk_words)
+        ensure_collection(client, args.collection, args.recreate, chunk_words=args.chunk_words,
+                          embedding_model=args.embedding_model)
     n, seconds = load(args.url, args.collection, docs, batch=args.batch, concurrency=args.concurrency,
                       progress=not args.no_progress)
     with httpx.Client(base_url=args.url, timeout=600) as client:

@@ -87,7 +87,7 @@ def measure(tmp: Path, args: argparse.Namespace, lengths: list[int]) -> None:
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from search_service.embeddings import build_fused
+    from search_service.embedding_models import build_minilm
     from stack_common.ort import session_options
 
     macs_per_token = LAYERS * (HIDDEN * 3 * HIDDEN + HIDDEN * HIDDEN + 2 * HIDDEN * FFN)
@@ -111,7 +111,7 @@ def measure(tmp: Path, args: argparse.Namespace, lengths: list[int]) -> None:
             print(f"| linear layers only, {name} | {n} | {dt * 1e3:.2f} | {dt / n * 1e3:.4f} | "
                   f"{2 * macs_per_token * n / dt / 1e9:.0f} |")
 
-    model_file = build_fused(args.models_dir)
+    model_file = build_minilm(args.models_dir).model_file
     full: dict[int, float] = {}
     profiles: dict[int, collections.Counter] = {}
     for n in lengths:

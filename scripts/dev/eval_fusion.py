@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from search_service.embeddings import DEFAULT_VARIANT, Embedder
+from search_service.embeddings import DEFAULT_MODEL, MODELS, Embedder
 from search_service.fusion import fuse
 from search_service.text import Analyzer, BM25Encoder, term_id
 from stack_dev.beir import ndcg_at, read_corpus, read_qrels, read_queries, recall_at
@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--top-n", type=int, default=100, help="candidates per retriever before fusion")
     ap.add_argument("--k1", type=float, default=1.2)
     ap.add_argument("--b", type=float, default=0.75)
-    ap.add_argument("--variant", default=DEFAULT_VARIANT, help="embedding variant (see search_service.embeddings)")
+    ap.add_argument("--embedding-model", default=DEFAULT_MODEL, choices=sorted(MODELS), help="embedding model")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/eval_fusion_cache"))
     ap.add_argument("--alphas", default="0.4,0.45,0.5,0.6")
     args = ap.parse_args()
@@ -51,7 +51,7 @@ def main() -> None:
 
     # ---- dense
     args.cache.mkdir(parents=True, exist_ok=True)
-    emb = Embedder.load(models_dir=ROOT / "models", variant=args.variant)
+    emb = Embedder.load(args.embedding_model, ROOT / "models")
     tag = f"{args.dataset.name}-{emb.model_id.replace('/', '_').replace(':', '_')}-{len(docs)}"
     cache = args.cache / f"{tag}.npy"
     if cache.is_file():
@@ -61,7 +61,7 @@ def main() -> None:
         dmat = emb.encode(texts, batch_size=32)
         print(f"# encoded {len(texts)} docs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         np.save(cache, dmat)
-    qvec = {q: emb.encode([queries[q]])[0] for q in qids}     # one by one, like the service's queries
+    qvec = {q: emb.encode([queries[q]], kind="query")[0] for q in qids}     # one by one, like the service's queries
     emb.close()
 
     # ---- BM25
@@ -91,7 +91,7 @@ def main() -> None:
         print(f"| {name} | {np.mean(nd):.4f} | {np.mean(rc):.4f} |", flush=True)
 
     print(f"{args.dataset.name}: {len(docs)} docs, {len(qids)} queries, BM25 k1={args.k1} b={args.b}, "
-          f"embedder {args.variant}, top-{args.top_n} per retriever fused")
+          f"embedder {args.embedding_model}, top-{args.top_n} per retriever fused")
     print("| run | nDCG@10 | Recall@100 |\n|---|---|---|")
     evaluate("keyword (BM25)", lambda q: [d for d, _ in kw_top[q]])
     evaluate("vector (MiniLM)", lambda q: [d for d, _ in vec_top[q]])

@@ -1,7 +1,10 @@
 """Collection state, with one owner: the :class:`CollectionCatalog` used by ingestion, search and the routes.
 
-* A collection records the embedding model id and dimension it was built with; using it with another
-  model is refused (409) instead of silently mixing vector spaces.
+* A collection records the embedding model it was built with (``embedding_model``, one of
+  :data:`search_service.embedding_models.MODELS`, chosen at creation; its id, dimension, scripts and
+  prefixes). Ingestion and search use that model; a collection whose model is not loaded in this process
+  answers 503, one whose recorded id differs from the loaded model's (another build) 409 — never a silent
+  mix of vector spaces.
 * Its metadata (in the store, durable) holds the chunking and BM25 parameters, the BM25 length
   statistics, and a ``version`` that every write replaces, so cached search responses keyed on the old
   version are never served again.
@@ -17,9 +20,11 @@ import time
 import uuid
 from typing import Any
 
-from stack_common.errors import Conflict, InvalidRequest
+from stack_common.errors import Conflict, InvalidRequest, Unavailable
 
 from .core.settings import Settings
+from .embedding_models import MODELS, model_key
+from .embeddings import Embedder, Embedders
 from .store.base import (COLLECTION_NAME_RULE, CollectionInfo, Distribution, FieldCondition, Filter, Hit,
                          VectorStore, valid_collection_name)
 
@@ -76,9 +81,9 @@ class CollectionCatalog:
     """Lookup (with the model check), create/describe/list/delete/optimize, the BM25 encoder of a
     collection, the per-collection write lock and the point → document map."""
 
-    def __init__(self, store: VectorStore, embedder, analyzer, encoder_cls, settings: Settings) -> None:
+    def __init__(self, store: VectorStore, embedders: Embedders, analyzer, encoder_cls, settings: Settings) -> None:
         self.store = store
-        self.embedder = embedder
+        self.embedders = embedders
         self.analyzer = analyzer
         self.encoder_cls = encoder_cls
         self.settings = settings
@@ -103,21 +108,39 @@ class CollectionCatalog:
             lock = self._locks[name] = asyncio.Lock()
         return lock
 
-    def check_model(self, info: CollectionInfo) -> None:
-        model_id, dim = info.meta.get("model_id"), info.dim
-        if model_id != self.embedder.model_id or dim != self.embedder.dim:
+    def embedder_for(self, info: CollectionInfo) -> Embedder:
+        """The embedder of the collection's model: 503 if this process does not load it, 409 if the loaded
+        model is not the one the collection was built with."""
+        meta = info.meta
+        key = model_key(meta)
+        emb = self.embedders.get(key) if key else None
+        if emb is None:
+            loaded = self.embedders.keys()
+            if key in MODELS:
+                raise Unavailable(
+                    f"collection '{info.name}' uses embedding model '{key}', which this service does not load "
+                    f"(loaded: {loaded}); add it to SEARCH_EMBEDDING_MODELS",
+                    details={"embedding_model": key, "loaded": loaded})
+            served = ", ".join(f"{e.model_id} (dim {e.dim})" for e in self.embedders.values())
+            raise Conflict(f"collection '{info.name}' was built with embedding model '{meta.get('model_id')}' (dim "
+                           f"{info.dim}), which this service does not know (it serves {served}); re-create the "
+                           "collection or run the matching model",
+                           details={"collection_model_id": meta.get("model_id"), "collection_dim": info.dim,
+                                    "loaded": loaded})
+        if meta.get("model_id") != emb.model_id or info.dim != emb.dim:
             raise Conflict(
-                f"collection '{info.name}' was built with embedding model '{model_id}' (dim {dim}) but this "
-                f"service runs '{self.embedder.model_id}' (dim {self.embedder.dim}); re-create the collection "
+                f"collection '{info.name}' was built with embedding model '{meta.get('model_id')}' (dim {info.dim}) "
+                f"but this service runs '{emb.model_id}' (dim {emb.dim}); re-create the collection "
                 "or run the matching model",
-                details={"collection_model_id": model_id, "collection_dim": dim,
-                         "service_model_id": self.embedder.model_id, "service_dim": self.embedder.dim})
+                details={"collection_model_id": meta.get("model_id"), "collection_dim": info.dim,
+                         "service_model_id": emb.model_id, "service_dim": emb.dim})
+        return emb
 
     async def get(self, name: str, *, check_model: bool = True) -> CollectionInfo:
         """The collection (NotFound if missing; Conflict if built with another embedding model)."""
         info = await self.store.get_collection(name)
         if check_model:
-            self.check_model(info)
+            self.embedder_for(info)
         return info
 
     async def write_meta(self, name: str, meta: dict[str, Any], **changes: Any) -> None:
@@ -146,7 +169,8 @@ class CollectionCatalog:
     async def create(self, name: str, *, chunk_words: int | None = None, chunk_overlap: int | None = None,
                      bm25_k1: float | None = None, bm25_b: float | None = None, shard_number: int | None = None,
                      replication_factor: int | None = None,
-                     write_consistency_factor: int | None = None) -> dict[str, Any]:
+                     write_consistency_factor: int | None = None,
+                     embedding_model: str | None = None) -> dict[str, Any]:
         if not valid_collection_name(name):
             raise InvalidRequest(f"collection name {name!r} is invalid: use {COLLECTION_NAME_RULE}")
         s = self.settings
@@ -154,15 +178,22 @@ class CollectionCatalog:
         co = s.chunk_overlap if chunk_overlap is None else chunk_overlap
         if co >= cw:
             raise InvalidRequest(f"chunk_overlap ({co}) must be smaller than chunk_words ({cw})")
+        key = embedding_model or self.embedders.default
+        emb = self.embedders.get(key)
+        if emb is None:     # (an unknown name is refused by the request model: 422 listing them)
+            raise Unavailable(f"embedding model '{key}' is not loaded by this service (loaded: "
+                                     f"{self.embedders.keys()}); add it to SEARCH_EMBEDDING_MODELS",
+                                     details={"param": "embedding_model", "loaded": self.embedders.keys()})
         meta = {
-            "model_id": self.embedder.model_id, "dim": self.embedder.dim,
+            "embedding_model": key, "embedding": emb.spec.describe(),
+            "model_id": emb.model_id, "dim": emb.dim,
             "chunk_words": cw, "chunk_overlap": co, "embed_doc_tokens": s.embed_doc_tokens,
             "bm25": {"k1": bm25_k1 or s.bm25_k1, "b": s.bm25_b if bm25_b is None else bm25_b,
                      "chunks": 0, "total_len": 0},
             "version": new_version(), "created_at": time.time(),
         }
         layout = self.distribution(shard_number, replication_factor, write_consistency_factor)
-        info = await self.store.create_collection(name, self.embedder.dim, meta, layout)
+        info = await self.store.create_collection(name, emb.dim, meta, layout)
         return await self.describe(info.name)
 
     async def describe(self, name: str) -> dict[str, Any]:
@@ -171,10 +202,15 @@ class CollectionCatalog:
         meta = info.meta
         bm25 = meta.get("bm25", {})
         chunks = bm25.get("chunks", 0)
+        key = model_key(meta)
+        emb = self.embedders.get(key) if key else None
+        spec = MODELS.get(key) if key else None
         return {
             "name": info.name, "documents": documents, "chunks": info.points_count,
-            "model_id": meta.get("model_id"), "dim": info.dim,
-            "model_matches": meta.get("model_id") == self.embedder.model_id and info.dim == self.embedder.dim,
+            "model_id": meta.get("model_id"), "dim": info.dim, "embedding_model": key,
+            "embedding": meta.get("embedding") or (spec.describe() if spec else None),
+            "model_loaded": emb is not None,
+            "model_matches": emb is not None and meta.get("model_id") == emb.model_id and info.dim == emb.dim,
             "chunk_words": meta.get("chunk_words"), "chunk_overlap": meta.get("chunk_overlap"),
             "bm25": {"k1": bm25.get("k1"), "b": bm25.get("b"),
                      "avgdl": (bm25.get("total_len", 0) / chunks) if chunks else 0.0},
@@ -185,7 +221,8 @@ class CollectionCatalog:
 
     async def list(self) -> list[dict[str, Any]]:
         infos = await self.store.list_collections()
-        return [{"name": i.name, "chunks": i.points_count, "model_id": i.meta.get("model_id"), "dim": i.dim}
+        return [{"name": i.name, "chunks": i.points_count, "model_id": i.meta.get("model_id"), "dim": i.dim,
+                 "embedding_model": model_key(i.meta)}
                 for i in sorted(infos, key=lambda i: i.name)]
 
     async def delete(self, name: str) -> None:

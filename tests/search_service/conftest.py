@@ -1,6 +1,7 @@
 """Fixtures for the search-service tests.
 
-``embedder``: the real MiniLM int8 ONNX embedder, loaded once per session (~1 s, ~100 MB).
+``embedder``, ``e5_embedder``: the real MiniLM and multilingual-e5-small int8 ONNX embedders, built into the
+repo's ``models/`` on first use and loaded once per session; ``embedders``: both, as the service holds them.
 ``own_redis``: a redis-server of our own that a test may stop and start (test_cache, test_faults).
 The HTTP-service fixtures live in ``service_fixtures.py`` and are star-imported here.
 """
@@ -28,9 +29,26 @@ REPO = Path(__file__).resolve().parents[2]
 def embedder():
     from search_service.embeddings import Embedder
 
-    emb = Embedder.load(models_dir=REPO / "models", intra_op_threads=1, max_batch=32, batch_wait_ms=2.0)
+    emb = Embedder.load("minilm", models_dir=REPO / "models", intra_op_threads=1, max_batch=32, batch_wait_ms=2.0)
     yield emb
     emb.close()
+
+
+@pytest.fixture(scope="session")
+def e5_embedder():
+    from search_service.embeddings import Embedder
+
+    emb = Embedder.load("multilingual-e5-small", models_dir=REPO / "models", intra_op_threads=1, max_batch=32,
+                        batch_wait_ms=2.0)
+    yield emb
+    emb.close()
+
+
+@pytest.fixture(scope="session")
+def embedders(embedder, e5_embedder):
+    from search_service.embeddings import Embedders
+
+    return Embedders({"minilm": embedder, "multilingual-e5-small": e5_embedder}, "minilm")
 
 
 @pytest.fixture
@@ -71,4 +89,4 @@ def own_redis(tmp_path):
 # the HTTP fixtures, shared by this package's tests (named, so a linter sees them used)
 from tests.search_service.service_fixtures import client, fixture_corpus, loaded, search_settings  # noqa: E402
 
-__all__ = ["client", "embedder", "fixture_corpus", "loaded", "own_redis", "search_settings"]
+__all__ = ["client", "e5_embedder", "embedder", "embedders", "fixture_corpus", "loaded", "own_redis", "search_settings"]

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from search_service.embeddings import DIM, Embedder, length_groups, prebuilt_model_file, tokenizer_dir
+from search_service.embedding_models import minilm_dir
+from search_service.embeddings import DIM, Embedder, length_groups
+
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
 SENTENCES = [
     "A man is playing a guitar on stage.",
@@ -53,7 +57,7 @@ def fp32_reference():
     torch = pytest.importorskip("torch")
     st = pytest.importorskip("sentence_transformers")
     torch.set_num_threads(1)
-    model = st.SentenceTransformer(str(tokenizer_dir()), device="cpu")
+    model = st.SentenceTransformer(str(minilm_dir()), device="cpu")
     assert model.max_seq_length == 256
     return model
 
@@ -105,13 +109,12 @@ async def test_a_short_query_is_answered_before_a_long_one_in_the_same_batch(emb
 
 
 async def test_micro_batches_respect_max_batch():
-    emb = Embedder(prebuilt_model_file(), tokenizer_dir() / "tokenizer.json", model_id="t", max_batch=4,
-                   batch_wait_ms=5.0)
+    emb = Embedder.load("minilm", MODELS_DIR, max_batch=4, batch_wait_ms=5.0)
     try:
         out = await asyncio.gather(*(emb.embed_query(f"text {i}") for i in range(10)))
         assert len(out) == 10 and emb.batches_run >= 3     # 10 queries, at most 4 per micro-batch
         single = await emb.embed_query("text 3")            # alone: still answers
-        assert float(single @ out[3]) > 0.9999               # prebuilt (fp32 compute): batch-independent
+        assert float(single @ out[3]) > 0.98                 # (int8 activations: batch mates move it a little)
     finally:
         emb.close()
     with pytest.raises(RuntimeError):
@@ -119,7 +122,7 @@ async def test_micro_batches_respect_max_batch():
 
 
 async def test_query_cache_skips_the_model_for_a_repeated_text_and_stays_bounded():
-    emb = Embedder(prebuilt_model_file(), tokenizer_dir() / "tokenizer.json", model_id="t", query_cache=2)
+    emb = Embedder.load("minilm", MODELS_DIR, query_cache=2)
     try:
         first = await emb.embed_query("vitamin d and fractures")
         ran = emb.batches_run
@@ -132,7 +135,7 @@ async def test_query_cache_skips_the_model_for_a_repeated_text_and_stays_bounded
         assert emb.batches_run == ran + 3 and len(emb._query_cache) == 2
     finally:
         emb.close()
-    off = Embedder(prebuilt_model_file(), tokenizer_dir() / "tokenizer.json", model_id="t")
+    off = Embedder.load("minilm", MODELS_DIR)
     try:
         await off.embed_query("same")
         await off.embed_query("same")
@@ -160,13 +163,6 @@ def test_long_text_is_truncated_to_256_tokens(embedder):
     assert float(v @ embedder.encode([long + " unrelated tail about football " * 50])[0]) > 0.9999
 
 
-def test_variants_agree(embedder, tmp_path):
-    prebuilt = Embedder.load(models_dir=tmp_path, variant="prebuilt")
-    try:
-        assert prebuilt.model_id != embedder.model_id          # collections record which one built them
-        cos = (prebuilt.encode(SENTENCES) * embedder.encode(SENTENCES)).sum(axis=1)
-        assert cos.min() > 0.97 and cos[:4].min() > 0.985, cos       # (the Korean one is the worst)
-    finally:
-        prebuilt.close()
-    with pytest.raises(ValueError, match="unknown embedding variant"):
-        Embedder.load(models_dir=tmp_path, variant="nope")
+def test_an_unknown_model_is_refused_naming_the_available_ones(tmp_path):
+    with pytest.raises(ValueError, match="unknown embedding model 'nope'.*minilm.*multilingual-e5-small"):
+        Embedder.load("nope", tmp_path)

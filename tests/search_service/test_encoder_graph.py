@@ -10,7 +10,8 @@ import os
 import numpy as np
 import pytest
 
-from search_service.embeddings import DIM, Embedder, tokenizer_dir
+from search_service.embedding_models import minilm_dir as tokenizer_dir
+from search_service.embeddings import DIM, Embedder
 from search_service.encoder_graph import build_bert_graph, read_safetensors
 
 TEXTS = ["Vitamin D deficiency is associated with fractures.",
@@ -88,14 +89,15 @@ def test_builder_refuses_a_non_bert_config(tmp_path):
 
 
 def test_fused_variant_is_built_once_and_loads(tmp_path):
-    first = Embedder.load(models_dir=tmp_path, variant="fused")
+    first = Embedder.load("minilm", models_dir=tmp_path)
     try:
         built = tmp_path / "all-MiniLM-L6-v2-int8-fused" / "model.onnx"
         assert built.is_file() and (built.parent / "build.json").is_file()
         mtime = built.stat().st_mtime_ns
-        second = Embedder.load(models_dir=tmp_path, variant="fused")
+        second = Embedder.load("minilm", models_dir=tmp_path)
         second.close()
         assert built.stat().st_mtime_ns == mtime                     # reused, not rebuilt
         assert not [p for p in built.parent.iterdir() if p.name.startswith(".")]   # no temp files left
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]         # nor temp folders
     finally:
         first.close()

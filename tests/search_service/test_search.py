@@ -112,7 +112,7 @@ async def test_doc_ids_reads_each_unknown_point_once_and_stays_bounded(tmp_path)
         await store.close()
 
 
-async def test_a_third_retriever_and_a_reranker_plug_into_the_real_search(tmp_path, embedder):
+async def test_a_third_retriever_and_a_reranker_plug_into_the_real_search(tmp_path, embedders):
     """The pluggable parts, exercised: a third retriever is fused by name (weights, explain) without
     touching the fusion code, and a reranker reorders the fused page — on the real engine, embedder and
     BM25 encoder."""
@@ -143,12 +143,12 @@ async def test_a_third_retriever_and_a_reranker_plug_into_the_real_search(tmp_pa
     settings, metrics = Settings(data_dir=tmp_path, cache_enabled=False), Metrics()
     store = EdgeStore(tmp_path)
     try:
-        catalog = CollectionCatalog(store, embedder, Analyzer(), BM25Encoder, settings)
+        catalog = CollectionCatalog(store, embedders, Analyzer(), BM25Encoder, settings)
         await catalog.create("c")
         texts = ["kimchi is fermented cabbage", "the subway of seoul", "insulin and diabetes",
                  "fermented soybean paste", "hangul, the korean alphabet", "bone density and vitamin d"]
         await Ingestor(catalog, settings, metrics).upsert("c", [Document(id=f"d{i}", text=t) for i, t in enumerate(texts)])
-        base = [VectorRetriever(store, embedder, metrics), KeywordRetriever(catalog, metrics)]
+        base = [VectorRetriever(store, metrics), KeywordRetriever(catalog, metrics)]
         q = SearchQuery(query="fermented food", collection="c", limit=6, explain=True)
         plain = await SearchService(catalog, None, settings, metrics, base).search(q)
         assert [r["id"] for r in plain["results"]][:2] in (["d0", "d3"], ["d3", "d0"])

@@ -11,7 +11,7 @@ from stack_common.errors import Unavailable
 
 from ..collections import CollectionCatalog
 from ..core.settings import Settings
-from ..embeddings import Embedder
+from ..embeddings import Embedders
 from ..ingest import Ingestor
 from ..rag import RagService
 from ..search import SearchService
@@ -40,8 +40,8 @@ async def get_catalog(request: Request) -> CollectionCatalog:
     return _state(request, "catalog")
 
 
-async def get_embedder(request: Request) -> Embedder:
-    return _state(request, "embedder")
+async def get_embedders(request: Request) -> Embedders:
+    return _state(request, "embedders")
 
 
 async def get_rag(request: Request) -> RagService:
@@ -52,5 +52,5 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SearcherDep = Annotated[SearchService, Depends(get_searcher)]
 IngestorDep = Annotated[Ingestor, Depends(get_ingestor)]
 CatalogDep = Annotated[CollectionCatalog, Depends(get_catalog)]
-EmbedderDep = Annotated[Embedder, Depends(get_embedder)]
+EmbeddersDep = Annotated[Embedders, Depends(get_embedders)]
 RagDep = Annotated[RagService, Depends(get_rag)]

@@ -6,9 +6,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..embedding_models import MODELS
 from ..fusion import Method as FusionName
 from ..store.base import MAX_COLLECTION_NAME, MAX_REPLICAS, MAX_SHARDS
 
+EmbeddingModelName = Literal[tuple(MODELS)]         # an unknown name: 422 listing these
 # Hard ceilings of the schema; the configurable (lower) limits are checked with the settings.
 MAX_QUERY_CHARS = 10_000
 MAX_OFFSET = 10_000
@@ -30,7 +32,9 @@ class SearchRequest(BaseModel):
     rrf_k: int | None = Field(None, ge=1, le=10_000, description="RRF constant k (ranks from 1).")
     filter: dict[str, Any] | None = Field(None, description="Payload filter: must/should/must_not of "
                                                             "{key, match|range} conditions, nestable.")
-    explain: bool = Field(False, description="Add each retriever's rank and raw score to every result.")
+    explain: bool = Field(False, description="Add each retriever's rank and raw score to every result, and a "
+                                             "top-level `explain`: the query's script, the retrievers used or "
+                                             "skipped and why, the confidence of the scores.")
     highlight: bool = Field(False, description="Add to every result the spans of its title and text that match "
                                                "the query (the query's BM25 terms: same stemming, stopwords and "
                                                "Korean morphemes) and a snippet of the text around the best "
@@ -91,11 +95,39 @@ class SearchResult(BaseModel):
     highlight: Highlight | None = None
 
 
+class RetrieverExplain(BaseModel):
+    used: bool = Field(description="Whether the retriever ran for this query.")
+    reason: str | None = Field(None, description="Why it was skipped (the query's script is not covered by the "
+                                                 "collection's embedding model), or why it found nothing.")
+    warning: str | None = Field(None, description="/search/vector on a script its model does not cover: it ran "
+                                                  "anyway, as asked.")
+    hits: int | None = Field(None, description="Documents among its candidates.")
+    best: float | None = Field(None, description="Its best raw score: cosine (vector), BM25 (keyword).")
+    evidence: float | None = Field(None, description="Hybrid: what its best score says for the query having an "
+                                                     "answer (0-1; 0 when it found nothing; null: uncalibrated).")
+    weight: float | None = Field(None, description="Hybrid: its weight in the fusion and in the confidence.")
+    scale: float | None = Field(None, description="Hybrid, keyword: S of its evidence, 1 - exp(-best / S): the idf "
+                                                  "of a term only one of the collection's chunks holds.")
+
+
+class SearchExplain(BaseModel):
+    query_script: str | None = Field(description="The writing system of most of the query's letters (Latin, "
+                                                 "Hangul, Han, Kana, Cyrillic, Greek, Arabic, Hebrew, Thai, "
+                                                 "Devanagari, Other); null without letters.")
+    embedding_model: str | None = Field(None, description="The collection's embedding model id.")
+    retrievers: dict[str, RetrieverExplain]
+    confidence: float | None = Field(None, description="Hybrid: the factor every fused score was multiplied by: "
+                                                       "the weighted mean of the retrievers' evidence (0-1).")
+
+
 class SearchResponse(BaseModel):
     results: list[SearchResult]
     total: int = Field(description="Results that passed the threshold (before offset/limit).")
     took_ms: float
     cached: bool
+    explain: SearchExplain | None = Field(None, description="With `explain: true`: the query's script, each "
+                                                            "retriever used or skipped and why, and (hybrid) the "
+                                                            "confidence the fused scores were scaled by.")
 
 
 class CreateCollection(BaseModel):
@@ -106,6 +138,10 @@ class CreateCollection(BaseModel):
     chunk_overlap: int | None = Field(None, ge=0, le=2048, description="Words shared by consecutive chunks.")
     bm25_k1: float | None = Field(None, gt=0, le=10, description="BM25 k1.")
     bm25_b: float | None = Field(None, ge=0, le=1, description="BM25 b.")
+    embedding_model: EmbeddingModelName | None = Field(
+        None, description="The collection's embedding model: `minilm` (English) or `multilingual-e5-small` (~100 "
+                          "languages, Korean included). Default: SEARCH_EMBEDDING_MODEL. Fixed for the collection's "
+                          "life; another name is refused (422, listing these).")
     shard_number: int | None = Field(None, ge=1, le=MAX_SHARDS,
                                      description="Qdrant server only: shards the collection is split into (by point "
                                                  "id hash). Default: SEARCH_QDRANT_SHARD_NUMBER; the embedded "
@@ -132,6 +168,7 @@ class CollectionSummary(BaseModel):
     chunks: int
     model_id: str | None
     dim: int
+    embedding_model: str | None = Field(None, description="The collection's embedding model (its key).")
 
 
 class CollectionDetail(BaseModel):
@@ -140,6 +177,11 @@ class CollectionDetail(BaseModel):
     chunks: int
     model_id: str | None
     dim: int
+    embedding_model: str | None = Field(None, description="The collection's embedding model (its key).")
+    embedding: dict[str, Any] | None = Field(None, description="What the collection recorded of its model: name, "
+                                                               "id, dim, max_tokens, scripts, languages, "
+                                                               "query_prefix, passage_prefix.")
+    model_loaded: bool = Field(description="This service loads the collection's model (else searches answer 503).")
     model_matches: bool
     chunk_words: int | None
     chunk_overlap: int | None

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stack_common.auth import AuthSettings
 
+from ..embedding_models import MODELS
 from ..fusion import DEFAULT_METHOD, Method
 
 
@@ -83,10 +84,14 @@ class Settings(BaseSettings, AuthSettings):
     models_dir: Path = Field(Path("./models"), description="Where exported/quantized models are cached.")
     embed_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads of the embedder "
                                                     "(0 = onnxruntime's default: all cores).")
-    embed_variant: str | None = Field(
-        None, description="MiniLM int8 build (see search_service.embeddings.VARIANTS: `fused`, `dynamic`, "
-                          "`prebuilt`, `st-export`); unset: the embeddings module's default. A collection records the "
-                          "model id it was built with, and another variant's id is refused (409).")
+    embedding_models: str = Field(
+        "minilm,multilingual-e5-small",
+        description="Embedding models loaded at startup, comma-separated (`minilm`: English, 6 layers; "
+                    "`multilingual-e5-small`: ~100 languages, Korean included, 12 layers, ~0.2 GB more memory). Each "
+                    "is built once into models_dir. A collection records its model at creation; one whose model is "
+                    "not loaded answers 503.")
+    embedding_model: str = Field("minilm", description="The model of a collection created without `embedding_model` "
+                                                       "(one of embedding_models).")
     embed_batch_size: int = Field(8, ge=1, le=512, description="Batch size when embedding documents (onnxruntime keeps "
                                                                  "an arena as large as the largest batch: 8 adds ~0.3 GB RSS, 32 ~1.2 GB).")
     embed_workers: int = Field(1, ge=1, le=16, description="Query-embedding calls that may run at once (each on "
@@ -157,8 +162,18 @@ class Settings(BaseSettings, AuthSettings):
     rag_max_tokens: int = Field(64, ge=1, le=4096, description="Default length limit of a RAG answer, in tokens "
                                                                "(the prompt asks for one or two sentences).")
 
+    @property
+    def embedding_model_keys(self) -> list[str]:
+        return list(dict.fromkeys(k.strip() for k in self.embedding_models.split(",") if k.strip()))
+
     @model_validator(mode="after")
     def _check(self) -> "Settings":
+        keys = self.embedding_model_keys
+        unknown = [k for k in keys if k not in MODELS]
+        if unknown or not keys:
+            raise ValueError(f"embedding_models: unknown {unknown or 'none given'}; available: {sorted(MODELS)}")
+        if self.embedding_model not in keys:
+            raise ValueError(f"embedding_model {self.embedding_model!r} must be one of embedding_models {keys}")
         if self.chunk_overlap >= self.chunk_words:
             raise ValueError("chunk_overlap must be smaller than chunk_words")
         if self.qdrant_write_consistency_factor > self.qdrant_replication_factor:

@@ -16,7 +16,8 @@ async def create_collection(body: CreateCollection, catalog: CatalogDep) -> dict
     return await catalog.create(body.name, chunk_words=body.chunk_words, chunk_overlap=body.chunk_overlap,
                                 bm25_k1=body.bm25_k1, bm25_b=body.bm25_b, shard_number=body.shard_number,
                                 replication_factor=body.replication_factor,
-                                write_consistency_factor=body.write_consistency_factor)
+                                write_consistency_factor=body.write_consistency_factor,
+                                embedding_model=body.embedding_model)
 
 
 @router.get("", response_model=CollectionList)

@@ -1,6 +1,6 @@
-"""POST /v1/embeddings and GET /v1/models: the stack's own embedding model behind OpenAI's embeddings API, so
-LangChain's / LlamaIndex's OpenAI embedding clients can embed with it. Texts are embedded as documents are at
-ingestion (mean pooling, L2-normalised, truncated to the model's 256 tokens)."""
+"""POST /v1/embeddings and GET /v1/models: the stack's own embedding models behind OpenAI's embeddings API, so
+LangChain's / LlamaIndex's OpenAI embedding clients can embed with them. Texts are embedded as documents are at
+ingestion (the model's passage prefix, mean pooling, L2-normalised, truncated to the model's token limit)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +11,7 @@ import numpy as np
 from fastapi import APIRouter
 from stack_common.errors import InvalidRequest, NotFound, ServiceError, TooLarge
 
-from ..deps import EmbedderDep, SettingsDep
+from ..deps import EmbeddersDep, SettingsDep
 from ..schemas import EmbeddingModelList, EmbeddingsRequest, EmbeddingsResponse
 
 router = APIRouter(prefix="/v1", tags=["embeddings"])
@@ -20,24 +20,26 @@ CREATED = 1_700_000_000
 
 
 def _names(embedder) -> set[str]:
-    """The ids the model answers to: its full id and the model's own name (with or without the org)."""
+    """The ids a model answers to: its full id, the model's own name (with or without the org), its key."""
     base = embedder.model_id.split(":")[0]
-    return {embedder.model_id, base, base.split("/")[-1]}
+    return {embedder.model_id, base, base.split("/")[-1], embedder.spec.key}
 
 
 @router.get("/models", response_model=EmbeddingModelList)
-async def models(embedder: EmbedderDep) -> dict[str, Any]:
-    return {"object": "list", "data": [{"id": embedder.model_id, "object": "model", "created": CREATED,
-                                        "owned_by": "search-service", "dimensions": embedder.dim}]}
+async def models(embedders: EmbeddersDep) -> dict[str, Any]:
+    return {"object": "list", "data": [{"id": e.model_id, "object": "model", "created": CREATED,
+                                        "owned_by": "search-service", "dimensions": e.dim}
+                                       for e in embedders.values()]}
 
 
 @router.post("/embeddings", response_model=EmbeddingsResponse)
-async def embeddings(body: EmbeddingsRequest, embedder: EmbedderDep, settings: SettingsDep) -> dict[str, Any]:
+async def embeddings(body: EmbeddingsRequest, embedders: EmbeddersDep, settings: SettingsDep) -> dict[str, Any]:
     for name in body.model_extra or {}:
         raise ServiceError(f"Unrecognized request argument supplied: {name}", details={"param": name})
-    if body.model not in _names(embedder):
-        raise NotFound(f"model {body.model!r} is not served here; embedding models: {[embedder.model_id]}",
-                       details={"param": "model"})
+    embedder = next((e for e in embedders.values() if body.model in _names(e)), None)
+    if embedder is None:
+        raise NotFound(f"model {body.model!r} is not served here; embedding models: "
+                       f"{[e.model_id for e in embedders.values()]}", details={"param": "model"})
     if body.dimensions is not None and body.dimensions != embedder.dim:
         raise ServiceError(f"dimensions: {embedder.model_id} has {embedder.dim} dimensions and cannot shorten "
                            "them", details={"param": "dimensions"})

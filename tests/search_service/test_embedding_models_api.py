@@ -1,0 +1,88 @@
+"""An embedding model per collection, over HTTP: chosen at creation, recorded, used for ingestion and search,
+validated (unknown -> 422 naming the available ones), and a collection whose model this process does not load
+answers 503 (never a 500) until a process that loads it opens the same data — with nothing lost."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.search_service.service_fixtures import app_settings, ingest, serve_in_process
+
+KOREAN = Path(__file__).resolve().parents[2] / "scripts" / "data" / "korean_eval"
+
+
+def _korean(n_topics: int = 4) -> tuple[list[dict], list[dict]]:
+    """A few topics of the project's Korean set: their passages and the questions about them."""
+    corpus = [json.loads(line) for line in (KOREAN / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
+    queries = {q["_id"]: q for q in map(json.loads, (KOREAN / "queries.jsonl").read_text(encoding="utf-8").splitlines())}
+    topics = sorted({d["_id"].split("-")[0] for d in corpus})[:n_topics]
+    docs = [{"id": d["_id"], "title": d.get("title"), "text": d["text"]} for d in corpus
+            if d["_id"].split("-")[0] in topics]
+    ids = {d["id"] for d in docs}
+    rel = [line.split("\t") for line in (KOREAN / "qrels" / "test.tsv").read_text().splitlines()[1:]]
+    qs = [{"query": queries[q]["text"], "relevant": d} for q, d, _ in rel if d in ids]
+    return docs, qs
+
+
+def test_a_collection_records_and_uses_its_model(client, unique_name):
+    r = client.post("/collections", json={"name": unique_name, "embedding_model": "multilingual-e5-small"})
+    assert r.status_code == 201, r.text
+    info = r.json()
+    assert info["embedding_model"] == "multilingual-e5-small" and info["model_loaded"] and info["model_matches"]
+    assert info["model_id"].startswith("intfloat/multilingual-e5-small") and info["dim"] == 384
+    emb = info["embedding"]
+    assert "Hangul" in emb["scripts"] and "Latin" in emb["scripts"]
+    assert (emb["query_prefix"], emb["passage_prefix"]) == ("query: ", "passage: ") and emb["max_tokens"] == 512
+    listed = {c["name"]: c for c in client.get("/collections").json()["collections"]}
+    assert listed[unique_name]["embedding_model"] == "multilingual-e5-small"
+
+    docs, questions = _korean()
+    ingest(client, unique_name, docs)
+    hits = 0
+    for q in questions:          # the vector side alone answers Korean questions with e5 (MiniLM: ~0.04 hit@1)
+        top = client.post("/search/vector", json={"query": q["query"], "collection": unique_name, "limit": 1}).json()
+        hits += top["results"][0]["id"] == q["relevant"]
+    assert len(questions) >= 20 and hits / len(questions) >= 0.85, (hits, len(questions))
+
+    default = client.post("/collections", json={"name": unique_name + "-d"}).json()
+    assert default["embedding_model"] == "minilm" and default["embedding"]["scripts"] == ["Latin"]
+    client.delete(f"/collections/{unique_name}-d")
+
+
+def test_an_unknown_model_is_422_naming_the_available_ones(client, unique_name):
+    for bad in ("bert-base", "MINILM", 3):
+        r = client.post("/collections", json={"name": unique_name, "embedding_model": bad})
+        assert r.status_code == 422, r.text
+        msg = r.json()["error"]["message"]
+        assert "embedding_model" in msg and "minilm" in msg and "multilingual-e5-small" in msg, msg
+    assert client.get(f"/collections/{unique_name}").status_code == 404        # nothing was created
+
+
+def test_a_collection_whose_model_is_not_loaded_answers_503_and_nothing_is_lost(tmp_path, redis_url):
+    data = tmp_path / "data"
+    docs, questions = _korean(2)
+    with serve_in_process(app_settings(data, redis_url, "tmodels-" + tmp_path.name)) as c:
+        assert c.post("/collections", json={"name": "ko", "embedding_model": "multilingual-e5-small"}).status_code == 201
+        ingest(c, "ko", docs)
+        before = c.post("/search/hybrid", json={"query": questions[0]["query"], "collection": "ko"}).json()
+
+    only_minilm = app_settings(data, redis_url, "tmodels-" + tmp_path.name, embedding_models="minilm")
+    with serve_in_process(only_minilm) as c:
+        assert c.get("/readyz").status_code == 200                            # the process itself is fine
+        info = c.get("/collections/ko").json()
+        assert info["embedding_model"] == "multilingual-e5-small" and info["model_loaded"] is False
+        assert info["documents"] == len(docs)
+        for path, body in [("/search/hybrid", {"query": "김치", "collection": "ko"}),
+                           ("/search/vector", {"query": "김치", "collection": "ko"}),
+                           ("/collections/ko/documents", {"documents": [{"id": "x", "text": "김치"}]})]:
+            r = c.post(path, json=body)
+            assert r.status_code == 503, r.text
+            msg = r.json()["error"]["message"]
+            assert "multilingual-e5-small" in msg and "SEARCH_EMBEDDING_MODELS" in msg, msg
+        r = c.post("/collections", json={"name": "ko2", "embedding_model": "multilingual-e5-small"})
+        assert r.status_code == 503 and "not loaded" in r.json()["error"]["message"]
+        assert c.get("/collections/ko/documents/" + docs[0]["id"]).status_code == 200    # reads need no model
+
+    with serve_in_process(app_settings(data, redis_url, "tmodels-" + tmp_path.name)) as c:
+        after = c.post("/search/hybrid", json={"query": questions[0]["query"], "collection": "ko"}).json()
+        assert [h["id"] for h in after["results"]] == [h["id"] for h in before["results"]]
