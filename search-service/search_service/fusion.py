@@ -54,6 +54,38 @@ the retrievers that take part.
 Ties (equal fused score) are broken by the best (smallest) rank the document has in any list,
 then by id, so the order never depends on dict or input order. Per-list statistics are computed
 in retriever-name order so floating-point sums are reproducible.
+
+Confidence (the calibration the service applies to hybrid scores)
+-----------------------------------------------------------------
+Every method above is relative to the query's own candidates: the best of a set of junk candidates
+still scores near 1 (a stopword-only query, whose keyword side is empty, fuses the vector list alone,
+and the z-score CDF makes its nearest neighbour — any very short text — a 0.99999). So the service
+multiplies every fused score of a query by one number, the query's confidence ``c`` in [0, 1]; one
+factor for the whole list, so every method's ranking is exactly kept, and ``c * score`` stays in [0, 1].
+``c`` is the weighted mean of each asked retriever's evidence that the collection holds an answer, with
+the fusion's own weights (alpha / weights / 1.0 each, resolved as above)::
+
+    c = sum_r w_r * e_r / sum_r w_r            (over the retrievers that were asked)
+
+* ``e_vector`` = :func:`vector_evidence`: ``clip((best cosine - unrelated) / (related - unrelated), 0, 1)``
+  with the embedding model's two calibration levels (``EmbeddingModel.cosine_unrelated`` /
+  ``cosine_related``, measured by ``scripts/eval_calibration.py``);
+* ``e_keyword`` = :func:`keyword_evidence`: ``1 - exp(-best BM25 / S)``. A BM25 score is about the sum of
+  the matched terms' idf (times a saturating term frequency near 1), and idf depends on the collection's
+  size, so ``S`` is measured in the collection's own unit, the idf of a term that only one of its N
+  points holds (Qdrant's idf: ``ln(1 + (N - 0.5) / 1.5)``; 8.2 on SciFact's 5,335 chunks, 5.1 on 240
+  passages, 3.3 on 40): ``S = BM25_EVIDENCE_TERMS * that`` (:func:`bm25_evidence_scale`). With the
+  factor 1, a match as strong as one term unique to the collection is evidence 0.63, two are 0.86, and
+  a matched common word (a quarter of that idf) 0.22. An unknown N uses ``BM25_EVIDENCE_SCALE`` (8);
+* a retriever that was asked and returned nothing (a keyword query of stopwords only, no term in the
+  collection) has ``e = 0``: evidence *against*, it keeps its weight in the mean. A retriever that was
+  not asked (the vector side skipped for a script its model does not cover) does not count at all;
+* evidence ``None`` (a retriever without a calibration, e.g. a plugged-in third one) is left out of the
+  mean. When the asked retrievers' weights sum to 0 (a lone keyword list whose weight the request set
+  to 0) the mean is unweighted.
+
+Vector-only and keyword-only searches are not scaled: their scores keep their own meaning (cosine;
+BM25 over the best hit's).
 """
 from __future__ import annotations
 
@@ -61,7 +93,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-__all__ = ["FusedHit", "fuse", "Method", "METHODS", "DEFAULT_METHOD", "DEFAULT_ALPHA", "DEFAULT_RRF_K"]
+__all__ = ["FusedHit", "fuse", "Method", "METHODS", "DEFAULT_METHOD", "DEFAULT_ALPHA", "DEFAULT_RRF_K",
+           "confidence", "vector_evidence", "keyword_evidence", "bm25_evidence_scale", "resolve_weights",
+           "BM25_EVIDENCE_TERMS", "BM25_EVIDENCE_SCALE"]
 
 Method = Literal["rrf", "dbsf", "minmax", "zscore"]     # the one list of fusion names (settings, API, here)
 METHODS: tuple[str, ...] = get_args(Method)
@@ -72,6 +106,14 @@ METHODS: tuple[str, ...] = get_args(Method)
 DEFAULT_METHOD: Method = "zscore"
 DEFAULT_ALPHA = 0.45
 DEFAULT_RRF_K = 60
+# S of keyword_evidence in units of the collection's largest idf (bm25_evidence_scale). Chosen with
+# scripts/eval_calibration.py --sweep (README "Calibrated scores and the language gate"): with 1.0 a 0.5
+# threshold keeps every relevant SciFact top-10 hit and drops every junk query, and on the tests' 41-document
+# collection 0.3 keeps every relevant hit (0.6-0.8 keep more off-topic junk; 1.25-1.5 start to lose
+# SciFact's relevant hits at 0.5).
+BM25_EVIDENCE_TERMS = 1.0
+# S when the collection's size is unknown: about what BM25_EVIDENCE_TERMS gives on SciFact (5,335 chunks).
+BM25_EVIDENCE_SCALE = 8.0
 
 
 @dataclass(slots=True)
@@ -107,6 +149,54 @@ def _resolve_weights(names: list[str], weights: dict[str, float] | None,
     if names and sum(out.values()) <= 0:
         raise ValueError("at least one retriever weight must be > 0")
     return out
+
+
+def resolve_weights(names: list[str], weights: dict[str, float] | None = None,
+                    alpha: float | None = None) -> dict[str, float]:
+    """Each of ``names``' weight by the rules above (``ValueError`` on a bad combination)."""
+    return _resolve_weights(sorted(names), weights, alpha)
+
+
+def vector_evidence(best_cosine: float | None, unrelated: float, related: float) -> float:
+    """Evidence in [0, 1] from the best dense hit's cosine (None: no hit, 0)."""
+    if best_cosine is None or math.isnan(best_cosine):
+        return 0.0
+    if related <= unrelated:
+        raise ValueError(f"cosine_related ({related}) must be above cosine_unrelated ({unrelated})")
+    return min(1.0, max(0.0, (float(best_cosine) - unrelated) / (related - unrelated)))
+
+
+def bm25_evidence_scale(points: int | None, terms: float = BM25_EVIDENCE_TERMS) -> float:
+    """``S`` for a collection of ``points`` BM25 vectors: ``terms`` times the idf of a term only one of them
+    holds (Qdrant's ``Modifier.Idf``); ``BM25_EVIDENCE_SCALE`` when ``points`` is unknown (None or 0)."""
+    if not points or points < 1:
+        return BM25_EVIDENCE_SCALE
+    return terms * math.log(1.0 + (points - 0.5) / 1.5)
+
+
+def keyword_evidence(best_bm25: float | None, scale: float = BM25_EVIDENCE_SCALE) -> float:
+    """Evidence in [0, 1] from the best keyword hit's BM25 score (None: no hit, 0)."""
+    if best_bm25 is None or math.isnan(best_bm25) or best_bm25 <= 0:
+        return 0.0
+    if scale <= 0:
+        raise ValueError(f"the BM25 evidence scale must be > 0, got {scale}")
+    return 1.0 - math.exp(-float(best_bm25) / scale)
+
+
+def confidence(evidence: dict[str, float | None], weights: dict[str, float] | None = None,
+               alpha: float | None = None) -> float:
+    """The query's confidence in [0, 1]: the weighted mean of the asked retrievers' evidence (see the
+    module docstring). ``evidence`` holds every retriever that was asked (0.0 for one that found nothing,
+    None for one without a calibration); ``weights`` / ``alpha`` as given to :func:`fuse`, and they may
+    name a retriever that was not asked. No calibrated retriever: 1.0 (nothing to scale by)."""
+    w = _resolve_weights(sorted(set(evidence) | set(weights or ())), weights, alpha)
+    known = {n: min(1.0, max(0.0, float(e))) for n, e in evidence.items() if e is not None}
+    if not known:
+        return 1.0
+    total = math.fsum(w[n] for n in known)
+    if total <= 0:
+        return math.fsum(known.values()) / len(known)
+    return min(1.0, max(0.0, math.fsum(w[n] * known[n] for n in sorted(known)) / total))
 
 
 def _dedupe(items: list[tuple[str, float]]) -> list[tuple[str, float]]:

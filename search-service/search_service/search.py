@@ -9,12 +9,24 @@ Retrievers and the rerank stage are pluggable parts:
   touching the fusion code (give it a weight with ``weights={"name": w}``).
 * a :class:`Reranker` reorders the fused candidates (``async rerank(query, candidates)``).
 
+Language gate: the query's script (:func:`text.query_script`, the writing system most of its letters
+are in) is compared with the scripts the collection's embedding model covers
+(``EmbeddingModel.scripts``). A hybrid query in a script the model does not cover (Korean on MiniLM)
+does not run the vector retriever at all (no embedding either): the other retrievers' lists are fused
+without it. ``/search/vector`` still runs the model it was asked for; its ``explain`` says the script
+is not covered.
+
 Scores: hybrid responses carry the fused score normalised to [0, 1] by :func:`fusion.fuse` (what it
-means per method is documented there) and ``score_threshold`` filters on it. ``/search/vector``
-returns the cosine similarity clamped to [0, 1]; ``/search/keyword`` the BM25 score divided by the
-best hit's (the best hit scores 1). ``explain`` adds each retriever's rank (from 1) and raw score;
-``highlight`` the spans of title and text that match the query's BM25 terms and a snippet
-(:mod:`highlight`).
+means per method is documented there) times the query's confidence (:func:`fusion.confidence`: the
+weighted evidence of the best cosine and the best BM25, a retriever that found nothing counting
+against; one factor per query, so the ranking is the fusion's), and ``score_threshold`` filters on
+that, so junk queries (stopwords only, emoji, off-topic) score low. ``/search/vector`` returns the
+cosine similarity clamped to [0, 1]; ``/search/keyword`` the BM25 score divided by the best hit's (the
+best hit scores 1) — neither is scaled by a confidence. ``explain`` adds each retriever's rank (from 1)
+and raw score to every result, and a top-level ``explain`` (:meth:`SearchService._compute`): the query
+script, each retriever used or skipped and why, its best raw score, and (hybrid) its evidence, weight and
+the confidence. ``highlight`` adds the spans of title and text that match the query's BM25 terms and a
+snippet (:mod:`highlight`).
 """
 from __future__ import annotations
 
@@ -34,9 +46,12 @@ from .core.metrics import Metrics
 from .core.settings import Settings
 from .highlight import DEFAULT_SNIPPET_CHARS, Highlighter
 from .store.base import Filter, Hit, SparseVector, VectorStore
-from .text import has_hangul
+from .text import has_hangul, query_script
 
 Mode = Literal["hybrid", "vector", "keyword"]
+# What a response's scores mean and what its body holds: part of every cache key, so a change of either
+# (2: calibrated hybrid scores, the language gate, the top-level explain) never serves bodies cached before.
+RESPONSE_FORMAT = 2
 # Candidates carry no payload (reading even the doc_id key of 100 hits is a large part of a query's cost):
 # the catalog's DocIds maps their point ids to documents, and the returned page's payloads are fetched by id.
 CANDIDATE_PAYLOAD = False
@@ -65,6 +80,7 @@ class SearchQuery:
         d["query"] = " ".join(self.query.split())
         if not self.highlight:
             del d["snippet_chars"]
+        d["format"] = RESPONSE_FORMAT
         return d
 
 
@@ -209,14 +225,34 @@ class SearchService:
             await self.cache.set_raw(key, raw)
         return _envelope(raw, False, t0)
 
+    def _weights(self, q: SearchQuery) -> dict[str, float]:
+        """Every retriever's fusion weight; a bad alpha/weights combination is refused (InvalidRequest)
+        before anything runs, whether or not the language gate then skips a retriever."""
+        try:
+            return fusion.resolve_weights(list(self.retrievers), dict(q.weights) if q.weights else None, q.alpha)
+        except ValueError as exc:   # unknown retriever in weights, alpha with weights, all weights 0
+            raise InvalidRequest(f"invalid request: {exc}") from None
+
     async def _compute(self, q: SearchQuery, info) -> dict[str, Any]:
         names = list(self.retrievers) if q.mode == "hybrid" else [q.mode]
+        weights = self._weights(q) if q.mode == "hybrid" else None
         candidates = max(self.settings.candidates, q.offset + q.limit)
         ctx = QueryContext(q, candidates, info.meta, self.catalog.embedder_for(info))
+        # the language gate: the vector side is skipped (hybrid) or flagged (vector) for a script its model lacks
+        script = query_script(q.query)
+        # the model's description (EmbeddingModel); None without one: no gate and no vector calibration
+        spec = getattr(getattr(ctx, "embedder", None), "spec", None)
+        uncovered = None
+        if spec is not None and script is not None and script not in spec.scripts and "vector" in names:
+            uncovered = (f"query script {script} is not covered by {spec.model_id} "
+                         f"(covers {', '.join(sorted(spec.scripts))})")
+            if q.mode == "hybrid":
+                names.remove("vector")
         lists = await asyncio.gather(*(self.retrievers[n].retrieve(ctx) for n in names))
         doc_of = await self.doc_ids.lookup(q.collection, lists)
         per_doc = {n: collapse(hits, doc_of) for n, hits in zip(names, lists)}
-        ranked = self._score(q, per_doc)
+        chunks = (info.meta.get("bm25") or {}).get("chunks")     # N of the engine's idf: the keyword scale
+        ranked, calibration = self._score(q, per_doc, spec, weights, chunks)
         if self.reranker is not None and q.mode == "hybrid" and ranked:
             with self.metrics.stage("rerank"):
                 ranked = await self.reranker.rerank(ctx, ranked)
@@ -248,30 +284,95 @@ class SearchService:
                     marks = _highlight(analyzer, q, results)
             for item, mark in zip(results, marks):
                 item["highlight"] = mark
-        return {"results": results, "total": len(ranked)}
+        body: dict[str, Any] = {"results": results, "total": len(ranked)}
+        if q.explain:
+            body["explain"] = self._explain(q, info, script, spec, uncovered, per_doc, calibration)
+        return body
+
+    def _explain(self, q: SearchQuery, info, script: str | None, spec, uncovered: str | None,
+                 per_doc: dict[str, list[tuple[str, float, str]]], calibration: dict[str, Any] | None) -> dict:
+        """The top-level ``explain``: the query's script, what each retriever did (skipped and why, or its
+        candidate count and best raw score, and in hybrid its evidence and weight), and the confidence."""
+        out: dict[str, Any] = {"query_script": script}
+        if spec is not None:
+            out["embedding_model"] = spec.model_id
+        retrievers: dict[str, dict[str, Any]] = {}
+        for name in (list(self.retrievers) if q.mode == "hybrid" else [q.mode]):
+            if name not in per_doc:
+                retrievers[name] = {"used": False, "reason": uncovered or "not run"}
+                continue
+            entries = per_doc[name]
+            r: dict[str, Any] = {"used": True, "hits": len(entries),
+                                 "best": float(entries[0][1]) if entries else None}
+            if calibration is not None:
+                r["evidence"] = calibration["evidence"].get(name)
+                r["weight"] = calibration["weights"].get(name)
+                if name == "keyword":
+                    r["scale"] = calibration["bm25_scale"]
+            if name == "vector" and uncovered:
+                r["warning"] = uncovered + ": its ranking carries little meaning"
+            if name == "keyword" and not entries:
+                terms = self.catalog.encoder(info.meta).encode_query(q.query).indices
+                r["reason"] = ("no document holds the query's terms" if terms else
+                               "the query has no index terms (only stopwords, punctuation or symbols)")
+            retrievers[name] = r
+        out["retrievers"] = retrievers
+        if calibration is not None:
+            out["confidence"] = calibration["confidence"]
+        return out
 
 
-    def _score(self, q: SearchQuery, per_doc: dict[str, list[tuple[str, float, str]]]) -> list[Candidate]:
+    @staticmethod
+    def _evidence(per_doc: dict[str, list[tuple[str, float, str]]], spec,
+                  bm25_scale: float) -> dict[str, float | None]:
+        """Each asked retriever's evidence (fusion.vector_evidence / keyword_evidence; None: no calibration)."""
+        ev: dict[str, float | None] = {}
+        for name, entries in per_doc.items():
+            best = entries[0][1] if entries else None
+            if name == "vector" and spec is not None:
+                ev[name] = fusion.vector_evidence(best, spec.cosine_unrelated, spec.cosine_related)
+            elif name == "keyword":
+                ev[name] = fusion.keyword_evidence(best, bm25_scale)
+            else:
+                ev[name] = None
+        return ev
+
+    def _score(self, q: SearchQuery, per_doc: dict[str, list[tuple[str, float, str]]], spec=None,
+               weights: dict[str, float] | None = None,
+               chunks: int | None = None) -> tuple[list[Candidate], dict[str, Any] | None]:
+        """The ranked candidates and (hybrid) the calibration applied: ``{"confidence", "evidence",
+        "weights", "bm25_scale"}``. ``weights``: every retriever's resolved fusion weight (``_weights``);
+        ``chunks``: the collection's BM25 vectors (its chunks), which set the keyword evidence's scale."""
         if q.mode == "vector":
             return [Candidate(d, min(1.0, max(0.0, s)), pid, {"vector": (i + 1, s)})
-                    for i, (d, s, pid) in enumerate(per_doc["vector"])]
+                    for i, (d, s, pid) in enumerate(per_doc["vector"])], None
         if q.mode == "keyword":
             entries = per_doc["keyword"]
             top = entries[0][1] if entries and entries[0][1] > 0 else 1.0
             return [Candidate(d, min(1.0, max(0.0, s / top)), pid, {"keyword": (i + 1, s)})
-                    for i, (d, s, pid) in enumerate(entries)]
+                    for i, (d, s, pid) in enumerate(entries)], None
+        if weights is None:
+            weights = self._weights(q)
         points = {n: {d: pid for d, _, pid in entries} for n, entries in per_doc.items()}
+        if set(per_doc) == set(weights):      # every retriever ran: the request's own alpha / weights
+            fw, fa = (dict(q.weights) if q.weights else None), q.alpha
+        else:                                 # one skipped (language gate): the others' resolved weights;
+            fw = {n: weights[n] for n in per_doc}     # a lone list's fused ranking and scores do not depend on it
+            fw, fa = (fw if sum(fw.values()) > 0 else None), None
         with self.metrics.stage("fuse"):
             try:
                 fused = fusion.fuse({n: [(d, s) for d, s, _ in entries] for n, entries in per_doc.items()},
-                                    method=q.fusion, weights=dict(q.weights) if q.weights else None,
-                                    rrf_k=q.rrf_k, alpha=q.alpha)
+                                    method=q.fusion, weights=fw, rrf_k=q.rrf_k, alpha=fa)
             except ValueError as exc:   # unknown retriever in weights, alpha with weights, all weights 0
                 raise InvalidRequest(f"invalid request: {exc}") from None
+            scale = fusion.bm25_evidence_scale(chunks)
+            evidence = self._evidence(per_doc, spec, scale)
+            used = {n: weights[n] for n in per_doc}
+            conf = fusion.confidence(evidence, used if sum(used.values()) > 0 else None)
         out = []
         for f in fused:
             src = f.sources            # fresh per fused hit (fuse builds it), so the candidate can own it
             # the retriever that ranks it best
             best = next(iter(src)) if len(src) == 1 else min(src, key=lambda n: (src[n][0], n))
-            out.append(Candidate(f.id, float(f.score), points[best][f.id], src))
-        return out
+            out.append(Candidate(f.id, float(f.score) * conf, points[best][f.id], src))
+        return out, {"confidence": conf, "evidence": evidence, "weights": used, "bm25_scale": scale}

@@ -12,6 +12,11 @@ Analyzer
     ``Analyzer.spans`` gives each term with the character offsets of the word it came from (search
     highlights); ``tokens`` is its terms, one implementation for both.
 
+Query script
+    :func:`query_script` names the writing system most of a text's letters are written in ("Latin",
+    "Hangul", "Han", ...; None without letters): the hybrid search answers a query whose script the
+    collection's embedding model does not cover by keyword alone (``search_service.search``).
+
 BM25 as sparse vectors
     A document's vector holds, per term, ``tf·(k1+1) / (tf + k1·(1 − b + b·dl/avgdl))``; a query's
     vector holds 1 per unique term; the engine (Qdrant ``Modifier.Idf``) multiplies each query term
@@ -24,12 +29,14 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from bisect import bisect_right
 from collections import Counter
 from functools import lru_cache
 
 from .store.base import SparseVector
 
-__all__ = ["Analyzer", "BM25Encoder", "term_id", "has_hangul", "ENGLISH_STOPWORDS", "DEFAULT_K1", "DEFAULT_B"]
+__all__ = ["Analyzer", "BM25Encoder", "term_id", "has_hangul", "query_script", "SCRIPTS", "ENGLISH_STOPWORDS",
+           "DEFAULT_K1", "DEFAULT_B"]
 
 # Chosen on SciFact test (scripts/dev/eval_fusion.py): k1 in 0.9..2.0 moves BM25 nDCG@10 within noise
 # (0.685 / 0.687 / 0.690 / 0.687 for 0.9 / 1.2 / 1.5 / 2.0); in the default hybrid (zscore) k1 = 1.2
@@ -94,6 +101,78 @@ def _stemmer():
 def has_hangul(text: str | None) -> bool:
     """Whether ``text`` holds Hangul (its analysis then goes through Kiwi)."""
     return bool(text) and _HAS_HANGUL.search(text) is not None
+
+
+# Writing systems by Unicode block (inclusive code point ranges); a letter outside them is "Other".
+_SCRIPT_RANGES: tuple[tuple[int, int, str], ...] = (
+    (0x0041, 0x024F, "Latin"),          # Basic Latin letters, Latin-1 Supplement, Extended-A/B
+    (0x0250, 0x02AF, "Latin"),          # IPA extensions
+    (0x0370, 0x03FF, "Greek"),
+    (0x0400, 0x052F, "Cyrillic"),       # Cyrillic + Supplement
+    (0x0590, 0x05FF, "Hebrew"),
+    (0x0600, 0x06FF, "Arabic"),
+    (0x0750, 0x077F, "Arabic"),         # Arabic Supplement
+    (0x08A0, 0x08FF, "Arabic"),         # Arabic Extended-A
+    (0x0900, 0x097F, "Devanagari"),
+    (0x0E00, 0x0E7F, "Thai"),
+    (0x1100, 0x11FF, "Hangul"),         # Jamo
+    (0x1C80, 0x1C8F, "Cyrillic"),       # Extended-C
+    (0x1E00, 0x1EFF, "Latin"),          # Latin Extended Additional (Vietnamese)
+    (0x1F00, 0x1FFF, "Greek"),          # Greek Extended
+    (0x2C60, 0x2C7F, "Latin"),          # Latin Extended-C
+    (0x2DE0, 0x2DFF, "Cyrillic"),       # Extended-A
+    (0x3005, 0x3007, "Han"),            # 々 〆 〇
+    (0x3040, 0x30FF, "Kana"),           # Hiragana, Katakana
+    (0x3130, 0x318F, "Hangul"),         # Compatibility Jamo
+    (0x31F0, 0x31FF, "Kana"),           # Katakana Phonetic Extensions
+    (0x3400, 0x4DBF, "Han"),            # CJK Extension A
+    (0x4E00, 0x9FFF, "Han"),            # CJK Unified Ideographs
+    (0xA640, 0xA69F, "Cyrillic"),       # Extended-B
+    (0xA720, 0xA7FF, "Latin"),          # Latin Extended-D
+    (0xA8E0, 0xA8FF, "Devanagari"),     # Devanagari Extended
+    (0xA960, 0xA97F, "Hangul"),         # Jamo Extended-A
+    (0xAB30, 0xAB6F, "Latin"),          # Latin Extended-E
+    (0xAC00, 0xD7AF, "Hangul"),         # Syllables
+    (0xD7B0, 0xD7FF, "Hangul"),         # Jamo Extended-B
+    (0xF900, 0xFAFF, "Han"),            # CJK Compatibility Ideographs
+    (0xFB1D, 0xFB4F, "Hebrew"),         # presentation forms
+    (0xFB50, 0xFDFF, "Arabic"),         # Presentation Forms-A
+    (0xFE70, 0xFEFF, "Arabic"),         # Presentation Forms-B
+    (0xFF21, 0xFF5A, "Latin"),          # fullwidth Latin
+    (0xFF66, 0xFF9F, "Kana"),           # halfwidth Katakana
+    (0xFFA0, 0xFFDC, "Hangul"),         # halfwidth Hangul
+    (0x20000, 0x323AF, "Han"),          # CJK Extensions B-H, Compatibility Supplement
+)
+_SCRIPT_STARTS = [lo for lo, _, _ in _SCRIPT_RANGES]
+SCRIPTS = frozenset(name for _, _, name in _SCRIPT_RANGES)     # the names query_script gives, "Other" aside
+
+
+def _script_of(ch: str) -> str:
+    cp = ord(ch)
+    i = bisect_right(_SCRIPT_STARTS, cp) - 1
+    if i >= 0 and cp <= _SCRIPT_RANGES[i][1]:
+        return _SCRIPT_RANGES[i][2]
+    return "Other"
+
+
+def query_script(text: str | None) -> str | None:
+    """The writing system most of ``text``'s letters belong to: "Latin", "Hangul", "Han", "Kana",
+    "Cyrillic", "Greek", "Arabic", "Hebrew", "Thai", "Devanagari", or "Other" (a letter of any other
+    script); None when the text has no letters. Letters are the characters Unicode classes as letters
+    (``str.isalpha``: categories L*); digits, punctuation, symbols, emoji, combining marks (Thai and
+    Devanagari vowel signs among them) and spaces are not counted. Each letter counts once, so a Hangul
+    syllable weighs as much as a Latin letter: "Python 리스트 정렬" is Latin (6 letters to 5 syllables),
+    "Python 리스트 정렬하기" Hangul (7 to 6). A tie goes to the script whose first letter comes first."""
+    if not text:
+        return None
+    counts: dict[str, int] = {}
+    for ch in text:
+        if ch.isalpha():
+            name = "Latin" if ch < "\x80" else _script_of(ch)
+            counts[name] = counts.get(name, 0) + 1
+    if not counts:
+        return None
+    return max(counts, key=counts.__getitem__)      # dicts keep insertion order: ties go to the first seen
 
 
 @lru_cache(maxsize=1 << 16)

@@ -340,9 +340,13 @@ function renderResults(body) {
   for (const r of results) for (const [name, e] of Object.entries(r.explain || {})) {
     maxRaw[name] = Math.max(maxRaw[name] || 0, e.score);
   }
-  $("results-summary").textContent = results.length
+  // the top-level explain: a retriever skipped (query script not covered by the model) or run with a warning
+  const notes = Object.entries(body.explain?.retrievers || {}).filter(([, e]) => !e.used || e.warning)
+    .map(([name, e]) => (e.used ? ` · ${name}: ${e.warning}` : ` · ${name} skipped: ${e.reason}`)).join("");
+  const conf = body.explain?.confidence != null ? ` · confidence ${fmt(body.explain.confidence)}` : "";
+  $("results-summary").textContent = (results.length
     ? `${results.length} of ${body.total} results${body.cached ? " (cached)" : ""}, ${fmt(body.took_ms, 1)} ms`
-    : "No results.";
+    : "No results.") + conf + notes;
   $("results").replaceChildren(...results.map((r, i) => renderResult(r, i, maxRaw)));
 }
 
