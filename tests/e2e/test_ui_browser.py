@@ -29,7 +29,7 @@ from selenium.common.exceptions import (NoAlertPresentException, StaleElementRef
                                         TimeoutException)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
@@ -242,8 +242,11 @@ def test_collections_create_upload_with_progress_and_delete_with_the_admin_key(b
     row = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f"tr[data-collection='{COLLECTION}']"), "the table")
     assert row[0].find_elements(By.TAG_NAME, "td")[1].text == str(len(docs))
     assert "view=collections" in browser.current_url
+    Select(browser.find_element(By.ID, "new-embedding-model")).select_by_value("multilingual-e5-small")
     browser.find_element(By.ID, "new-name").send_keys("ui-upload" + Keys.ENTER)
-    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-collection='ui-upload']"), "the new collection")
+    new = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-collection='ui-upload']"), "the new collection")
+    assert new[0].find_elements(By.TAG_NAME, "td")[3].text == "multilingual-e5-small"
+    assert stack["client"].get("/collections/ui-upload").json()["embedding_model"] == "multilingual-e5-small"
     assert browser.find_element(By.ID, "upload-collection").get_attribute("value") == "ui-upload"
     browser.find_element(By.ID, "upload-file").send_keys(str(upload))
     browser.find_element(By.ID, "upload-button").click()

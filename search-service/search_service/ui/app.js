@@ -203,10 +203,11 @@ async function loadCollectionsTable() {
     const del = el("button", { type: "button", className: "danger", textContent: "Delete" });
     del.setAttribute("aria-label", `Delete collection ${c.name}`);
     del.addEventListener("click", () => deleteCollection(c.name));
-    const model = c.model_id ? `${c.model_id} (${c.dim})` : `(${c.dim})`;
+    const model = c.embedding_model || c.model_id || `(${c.dim})`;
+    const state = !d ? "" : !d.model_loaded ? ": not loaded by this service" : !d.model_matches ? ": not the served build" : "";
     const tr = el("tr", {}, el("td", {}, link), el("td", { className: "num", textContent: d ? d.documents : "?" }),
       el("td", { className: "num", textContent: c.chunks }),
-      el("td", { textContent: d && !d.model_matches ? `${model}: not the served model` : model }), el("td", {}, del));
+      el("td", { textContent: model + state, title: c.model_id || "" }), el("td", {}, del));
     tr.dataset.collection = c.name;
     return tr;
   }));
@@ -231,6 +232,7 @@ async function createCollection(ev) {
   clearMessage();
   const body = { name: $("new-name").value.trim() };
   if ($("new-chunk-words").value) body.chunk_words = Number($("new-chunk-words").value);
+  if ($("new-embedding-model").value) body.embedding_model = $("new-embedding-model").value;
   try {
     await postJSON("/collections", body);
     showInfo(`Created collection '${body.name}'.`);
