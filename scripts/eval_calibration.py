@@ -398,6 +398,8 @@ def main() -> None:
 
         for u in sorted({round(unrelated + d, 2) for d in (-0.05, 0.0, 0.05)}):
             for r in sorted({round(related + d, 2) for d in (-0.05, 0.0, 0.05)}):
+                if r <= u:              # (a narrow calibration's grid: related must stay above unrelated)
+                    continue
                 for k in (0.6, 0.8, 1.0, 1.25, 1.5):
                     for sc in everything:
                         _calibrate(sc, weights, u, r, k)

@@ -94,7 +94,7 @@ def main() -> None:
           f"embedder {args.embedding_model}, top-{args.top_n} per retriever fused")
     print("| run | nDCG@10 | Recall@100 |\n|---|---|---|")
     evaluate("keyword (BM25)", lambda q: [d for d, _ in kw_top[q]])
-    evaluate("vector (MiniLM)", lambda q: [d for d, _ in vec_top[q]])
+    evaluate(f"vector ({args.embedding_model})", lambda q: [d for d, _ in vec_top[q]])
     runs = [("rrf k=60", "rrf", {}), ("dbsf", "dbsf", {})]
     for a in (float(x) for x in args.alphas.split(",")):
         runs += [(f"minmax a={a}", "minmax", {"alpha": a}), (f"zscore a={a}", "zscore", {"alpha": a})]

