@@ -11,6 +11,8 @@ The corpus matrix is cached (``--cache``), encoding SciFact takes minutes on one
 
     .venv/bin/python scripts/dev/eval_fusion.py --dataset ../shared/data/beir/scifact \
         --qrels ../shared/data/beir/scifact/qrels/test.tsv --top-n 100
+    # three-way: BM25 + multilingual-e5-small + MiniLM
+    .venv/bin/python scripts/dev/eval_fusion.py ... --embedding-model multilingual-e5-small --third-model minilm
 """
 from __future__ import annotations
 
@@ -39,6 +41,10 @@ def main() -> None:
     ap.add_argument("--embedding-model", default=DEFAULT_MODEL, choices=sorted(MODELS), help="embedding model")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/eval_fusion_cache"))
     ap.add_argument("--alphas", default="0.4,0.45,0.5,0.6")
+    ap.add_argument("--third-model", default=None, choices=sorted(MODELS),
+                    help="also fuse a second embedding model's ranking (three-way with BM25)")
+    ap.add_argument("--three-way-weights", default="0.35,0.2,0.45;0.35,0.45,0.2;0.34,0.33,0.33;0.4,0.3,0.3",
+                    help="'keyword,vector,third;...' zscore weights of the three-way runs")
     args = ap.parse_args()
 
     corpus = read_corpus(args.dataset)
@@ -51,18 +57,24 @@ def main() -> None:
 
     # ---- dense
     args.cache.mkdir(parents=True, exist_ok=True)
-    emb = Embedder.load(args.embedding_model, ROOT / "models")
-    tag = f"{args.dataset.name}-{emb.model_id.replace('/', '_').replace(':', '_')}-{len(docs)}"
-    cache = args.cache / f"{tag}.npy"
-    if cache.is_file():
-        dmat = np.load(cache)
-    else:
-        t0 = time.perf_counter()
-        dmat = emb.encode(texts, batch_size=32)
-        print(f"# encoded {len(texts)} docs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        np.save(cache, dmat)
-    qvec = {q: emb.encode([queries[q]], kind="query")[0] for q in qids}     # one by one, like the service's queries
-    emb.close()
+
+    def dense(model: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The corpus matrix (cached) and the query vectors of one embedding model."""
+        emb = Embedder.load(model, ROOT / "models")
+        tag = f"{args.dataset.name}-{emb.model_id.replace('/', '_').replace(':', '_')}-{len(docs)}"
+        cache = args.cache / f"{tag}.npy"
+        if cache.is_file():
+            mat = np.load(cache)
+        else:
+            t0 = time.perf_counter()
+            mat = emb.encode(texts, batch_size=32)
+            print(f"# encoded {len(texts)} docs with {model} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+            np.save(cache, mat)
+        qv = {q: emb.encode([queries[q]], kind="query")[0] for q in qids}     # one by one, like the service's
+        emb.close()
+        return mat, qv
+
+    dmat, qvec = dense(args.embedding_model)
 
     # ---- BM25
     analyzer = Analyzer()
@@ -101,6 +113,19 @@ def main() -> None:
     for name, method, kw in runs:
         evaluate(f"hybrid {name}", lambda q, m=method, kw=kw: [
             h.id for h in fuse({"vector": vec_top[q], "keyword": kw_top[q]}, method=m, **kw)])
+    if args.third_model:
+        # three-way: BM25 + this model + a second embedding model, fused by name with weights
+        mat3, qvec3 = dense(args.third_model)
+        third = {q: top(mat3 @ qvec3[q], args.top_n) for q in qids}
+        evaluate(f"vector ({args.third_model})", lambda q: [d for d, _ in third[q]])
+        evaluate(f"3-way rrf k=60 (+ {args.third_model})", lambda q: [
+            h.id for h in fuse({"vector": vec_top[q], "keyword": kw_top[q], "third": third[q]}, method="rrf")])
+        for spec in args.three_way_weights.split(";"):
+            wk, wv, wt = (float(x) for x in spec.split(","))
+            evaluate(f"3-way zscore keyword {wk} / {args.embedding_model} {wv} / {args.third_model} {wt}",
+                     lambda q, w={"keyword": wk, "vector": wv, "third": wt}: [
+                         h.id for h in fuse({"vector": vec_top[q], "keyword": kw_top[q], "third": third[q]},
+                                            method="zscore", weights=w)])
 
 
 if __name__ == "__main__":
