@@ -20,6 +20,9 @@ Padding must be on the right (the Attention kernel takes per-row lengths), which
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -143,10 +146,25 @@ def quantize(model, out_file: str | Path, embeddings: bool = False) -> Path:
     ops = ["MatMul", "Attention"] + (["EmbedLayerNormalization"] if embeddings else [])
     try:
         onnx.save(model, str(fp32))
-        quantize_dynamic(str(fp32), str(out_file), weight_type=QuantType.QInt8, per_channel=True,
-                         reduce_range=False, op_types_to_quantize=ops,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        with _temp_dir_beside(out_file):
+            quantize_dynamic(str(fp32), str(out_file), weight_type=QuantType.QInt8, per_channel=True,
+                             reduce_range=False, op_types_to_quantize=ops,
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:
         fp32.unlink(missing_ok=True)
     return out_file
+
+
+@contextmanager
+def _temp_dir_beside(path: Path):
+    """onnxruntime's quantizer may write copies of the model (shape inference) to the temp directory; keep
+    them beside ``path`` instead: a container's /tmp is often a small tmpfs, and e5's fp32 graph is 470 MB."""
+    old = tempfile.tempdir
+    tmp = tempfile.mkdtemp(prefix=".quant-", dir=path.parent)
+    tempfile.tempdir = tmp
+    try:
+        yield
+    finally:
+        tempfile.tempdir = old
+        shutil.rmtree(tmp, ignore_errors=True)
 
