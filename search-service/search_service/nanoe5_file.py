@@ -60,6 +60,15 @@ class E5File:
             arr = dequantize_q4(np.frombuffer(buf, dtype=_Q4, count=count // QK))
         return arr.reshape(shape) if shape else arr
 
+    def rows(self, name: str, width: int, chunk: int = 8192):
+        """A 4-bit matrix's rows dequantized ``chunk`` at a time: ``(start, float32 array)`` pairs (the word
+        table as float32 is 384 MB; a chunk of it is 12 MB)."""
+        blocks = self.q4_blocks(name)
+        per_row = width // QK
+        for start in range(0, len(blocks) // per_row, chunk):
+            part = blocks[start * per_row:(start + chunk) * per_row]
+            yield start, dequantize_q4(part).reshape(-1, width)
+
     def q4_blocks(self, name: str) -> np.ndarray:
         """The raw Q4_0 blocks of a 4-bit tensor (structured array of ``d`` and ``qs``)."""
         dtype, count, buf = self.raw[name]
