@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
+
+from search_service.core.settings import Settings
 from tests.search_service.service_fixtures import app_settings, ingest, serve_in_process
 
 KOREAN = Path(__file__).resolve().parents[2] / "scripts" / "data" / "korean_eval"
@@ -86,3 +90,14 @@ def test_a_collection_whose_model_is_not_loaded_answers_503_and_nothing_is_lost(
     with serve_in_process(app_settings(data, redis_url, "tmodels-" + tmp_path.name)) as c:
         after = c.post("/search/hybrid", json={"query": questions[0]["query"], "collection": "ko"}).json()
         assert [h["id"] for h in after["results"]] == [h["id"] for h in before["results"]]
+
+
+def test_settings_name_the_available_models():
+    assert Settings().embedding_model_keys == ["minilm", "multilingual-e5-small"]
+    assert Settings(embedding_models=" multilingual-e5-small , minilm,minilm").embedding_model_keys == [
+        "multilingual-e5-small", "minilm"]
+    with pytest.raises(ValidationError, match=r"embedding_models: unknown \['bge'\]; available: \['minilm', "
+                                              r"'multilingual-e5-small'\]"):
+        Settings(embedding_models="minilm,bge")
+    with pytest.raises(ValidationError, match="embedding_model 'multilingual-e5-small' must be one of"):
+        Settings(embedding_models="minilm", embedding_model="multilingual-e5-small")
