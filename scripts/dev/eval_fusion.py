@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from search_service.embeddings import DEFAULT_MODEL, MODELS, Embedder
+from search_service.embedding_models import DEFAULT_MODEL, MODELS
+from search_service.embeddings import Embedder
 from search_service.fusion import fuse
 from search_service.text import Analyzer, BM25Encoder, term_id
 from stack_dev.beir import ndcg_at, read_corpus, read_qrels, read_queries, recall_at

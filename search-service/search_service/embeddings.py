@@ -29,10 +29,9 @@ from typing import Literal, Protocol
 import numpy as np
 
 from .batching import MicroBatcher
-from .embedding_models import DEFAULT_MODEL, MODELS, Built, EmbeddingModel, model_key
+from .embedding_models import DEFAULT_MODEL, MODELS, Built, EmbeddingModel
 
-__all__ = ["DEFAULT_MODEL", "DIM", "MODELS", "PAD_SLACK", "Embedder", "EmbeddingModel", "EncoderBackend",
-           "OrtBackend", "length_groups", "model_key"]
+__all__ = ["DIM", "PAD_SLACK", "Embedder", "Embedders", "EncoderBackend", "OrtBackend", "length_groups"]
 
 DIM = 384
 Kind = Literal["query", "passage"]

@@ -88,7 +88,7 @@ class QueryContext:
     """What the retrievers share for one query: the text, filter, candidate count and lazily
     computed encodings (the query embedding is computed once even if two retrievers want it)."""
 
-    def __init__(self, q: SearchQuery, candidates: int, meta: dict[str, Any], embedder=None) -> None:
+    def __init__(self, q: SearchQuery, candidates: int, meta: dict[str, Any], embedder) -> None:
         self.q = q
         self.embedder = embedder          # the collection's embedding model
         self.text = q.query
@@ -240,10 +240,9 @@ class SearchService:
         ctx = QueryContext(q, candidates, info.meta, self.catalog.embedder_for(info))
         # the language gate: the vector side is skipped (hybrid) or flagged (vector) for a script its model lacks
         script = query_script(q.query)
-        # the model's description (EmbeddingModel); None without one: no gate and no vector calibration
-        spec = getattr(getattr(ctx, "embedder", None), "spec", None)
+        spec = ctx.embedder.spec            # the collection's model (EmbeddingModel): scripts, calibration
         uncovered = None
-        if spec is not None and script is not None and script not in spec.scripts and "vector" in names:
+        if script is not None and script not in spec.scripts and "vector" in names:
             uncovered = (f"query script {script} is not covered by {spec.model_id} "
                          f"(covers {', '.join(sorted(spec.scripts))})")
             if q.mode == "hybrid":
@@ -293,9 +292,7 @@ class SearchService:
                  per_doc: dict[str, list[tuple[str, float, str]]], calibration: dict[str, Any] | None) -> dict:
         """The top-level ``explain``: the query's script, what each retriever did (skipped and why, or its
         candidate count and best raw score, and in hybrid its evidence and weight), and the confidence."""
-        out: dict[str, Any] = {"query_script": script}
-        if spec is not None:
-            out["embedding_model"] = spec.model_id
+        out: dict[str, Any] = {"query_script": script, "embedding_model": spec.model_id}
         retrievers: dict[str, dict[str, Any]] = {}
         for name in (list(self.retrievers) if q.mode == "hybrid" else [q.mode]):
             if name not in per_doc:
