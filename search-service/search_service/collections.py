@@ -5,6 +5,10 @@
   prefixes). Ingestion and search use that model; a collection whose model is not loaded in this process
   answers 503, one whose recorded id differs from the loaded model's (another build) 409 — never a silent
   mix of vector spaces.
+* It may fuse more embedding models into its hybrid search (``extra_embedding_models``, e.g. MiniLM beside
+  multilingual-e5-small for English): each one is a named dense vector of every point (:func:`vector_name`),
+  recorded in the metadata like the main model, encoded at ingestion, searched as retriever
+  ``vector:<model>`` and checked the same way (503 / 409). :meth:`CollectionCatalog.dense` lists them all.
 * Its metadata (in the store, durable) holds the chunking and BM25 parameters, the BM25 length
   statistics, and a ``version`` that every write replaces, so cached search responses keyed on the old
   version are never served again.
@@ -25,7 +29,7 @@ from stack_common.errors import Conflict, InvalidRequest, Unavailable
 from .core.settings import Settings
 from .embedding_models import MODELS, model_key
 from .embeddings import Embedder, Embedders
-from .store.base import (COLLECTION_NAME_RULE, CollectionInfo, Distribution, FieldCondition, Filter, Hit,
+from .store.base import (COLLECTION_NAME_RULE, DENSE, CollectionInfo, Distribution, FieldCondition, Filter, Hit,
                          VectorStore, valid_collection_name)
 
 NAMESPACE = uuid.UUID("5b0c7a9e-2f7d-4c43-9a0e-6d1f1c2b7e10")
@@ -35,6 +39,16 @@ CHUNK0 = Filter(must=(FieldCondition(key="chunk", match=0),))   # one point per 
 def chunk_point_id(collection: str, doc_id: str, chunk_no: int) -> str:
     """The point id of a document's chunk: the same (collection, document, chunk) always gets the same id."""
     return str(uuid.uuid5(NAMESPACE, f"{collection}/{doc_id}/{chunk_no}"))
+
+
+def vector_name(model: str) -> str:
+    """The store's name of an extra embedding model's dense vector."""
+    return f"{DENSE}-{model}"
+
+
+def retriever_name(model: str) -> str:
+    """The hybrid search's name of an extra embedding model's retriever (in ``weights`` and ``explain``)."""
+    return f"vector:{model}"
 
 
 def new_version() -> str:
@@ -111,7 +125,20 @@ class CollectionCatalog:
     def embedder_for(self, info: CollectionInfo) -> Embedder:
         """The embedder of the collection's model: 503 if this process does not load it, 409 if the loaded
         model is not the one the collection was built with."""
-        meta = info.meta
+        return self._checked(info, info.meta, info.dim)
+
+    def dense(self, info: CollectionInfo) -> dict[str, tuple[Embedder, str]]:
+        """Every dense retriever of the collection: retriever name -> (its embedder, the store's vector name);
+        ``"vector"`` is the collection's model, then each extra model in the order recorded. Each checked
+        like :meth:`embedder_for` (503 / 409)."""
+        out = {"vector": (self.embedder_for(info), DENSE)}
+        for extra in info.meta.get("extra_embedding_models") or ():
+            out[retriever_name(extra["embedding_model"])] = (
+                self._checked(info, extra, info.vectors.get(extra["vector"])), extra["vector"])
+        return out
+
+    def _checked(self, info: CollectionInfo, meta: dict[str, Any], dim: int | None) -> Embedder:
+        """The loaded embedder of the model ``meta`` records (the collection's own, or one extra entry)."""
         key = model_key(meta)
         emb = self.embedders.get(key) if key else None
         if emb is None:
@@ -123,24 +150,25 @@ class CollectionCatalog:
                     details={"embedding_model": key, "loaded": loaded})
             served = ", ".join(f"{e.model_id} (dim {e.dim})" for e in self.embedders.values())
             raise Conflict(f"collection '{info.name}' was built with embedding model '{meta.get('model_id')}' (dim "
-                           f"{info.dim}), which this service does not know (it serves {served}); re-create the "
+                           f"{dim}), which this service does not know (it serves {served}); re-create the "
                            "collection or run the matching model",
-                           details={"collection_model_id": meta.get("model_id"), "collection_dim": info.dim,
+                           details={"collection_model_id": meta.get("model_id"), "collection_dim": dim,
                                     "loaded": loaded})
-        if meta.get("model_id") != emb.model_id or info.dim != emb.dim:
+        if meta.get("model_id") != emb.model_id or dim != emb.dim:
             raise Conflict(
-                f"collection '{info.name}' was built with embedding model '{meta.get('model_id')}' (dim {info.dim}) "
+                f"collection '{info.name}' was built with embedding model '{meta.get('model_id')}' (dim {dim}) "
                 f"but this service runs '{emb.model_id}' (dim {emb.dim}); re-create the collection "
                 "or run the matching model",
-                details={"collection_model_id": meta.get("model_id"), "collection_dim": info.dim,
+                details={"collection_model_id": meta.get("model_id"), "collection_dim": dim,
                          "service_model_id": emb.model_id, "service_dim": emb.dim})
         return emb
 
     async def get(self, name: str, *, check_model: bool = True) -> CollectionInfo:
-        """The collection (NotFound if missing; Conflict if built with another embedding model)."""
+        """The collection (NotFound if missing; Conflict if built with another embedding model, Unavailable
+        if one of its models is not loaded)."""
         info = await self.store.get_collection(name)
         if check_model:
-            self.embedder_for(info)
+            self.dense(info)
         return info
 
     async def write_meta(self, name: str, meta: dict[str, Any], **changes: Any) -> None:
@@ -170,7 +198,8 @@ class CollectionCatalog:
                      bm25_k1: float | None = None, bm25_b: float | None = None, shard_number: int | None = None,
                      replication_factor: int | None = None,
                      write_consistency_factor: int | None = None,
-                     embedding_model: str | None = None) -> dict[str, Any]:
+                     embedding_model: str | None = None,
+                     extra_embedding_models: list[str] | None = None) -> dict[str, Any]:
         if not valid_collection_name(name):
             raise InvalidRequest(f"collection name {name!r} is invalid: use {COLLECTION_NAME_RULE}")
         s = self.settings
@@ -179,22 +208,35 @@ class CollectionCatalog:
         if co >= cw:
             raise InvalidRequest(f"chunk_overlap ({co}) must be smaller than chunk_words ({cw})")
         key = embedding_model or self.embedders.default
-        emb = self.embedders.get(key)
-        if emb is None:     # (an unknown name is refused by the request model: 422 listing them)
-            raise Unavailable(f"embedding model '{key}' is not loaded by this service (loaded: "
-                                     f"{self.embedders.keys()}); add it to SEARCH_EMBEDDING_MODELS",
-                                     details={"param": "embedding_model", "loaded": self.embedders.keys()})
+        emb = self._loaded(key, "embedding_model")
+        extra = list(extra_embedding_models or ())
+        if key in extra or len(set(extra)) != len(extra):
+            raise InvalidRequest(f"extra_embedding_models {extra} must name models other than the collection's "
+                                 f"embedding_model ('{key}'), each once", details={"param": "extra_embedding_models"})
+        extras = [(k, self._loaded(k, "extra_embedding_models")) for k in extra]
         meta = {
             "embedding_model": key, "embedding": emb.spec.describe(),
             "model_id": emb.model_id, "dim": emb.dim,
+            "extra_embedding_models": [{"embedding_model": k, "model_id": e.model_id, "dim": e.dim,
+                                        "vector": vector_name(k), "embedding": e.spec.describe()}
+                                       for k, e in extras] or None,
             "chunk_words": cw, "chunk_overlap": co, "embed_doc_tokens": s.embed_doc_tokens,
             "bm25": {"k1": bm25_k1 or s.bm25_k1, "b": s.bm25_b if bm25_b is None else bm25_b,
                      "chunks": 0, "total_len": 0},
             "version": new_version(), "created_at": time.time(),
         }
         layout = self.distribution(shard_number, replication_factor, write_consistency_factor)
-        info = await self.store.create_collection(name, emb.dim, meta, layout)
+        info = await self.store.create_collection(name, emb.dim, meta, layout,
+                                                  extra_vectors={vector_name(k): e.dim for k, e in extras})
         return await self.describe(info.name)
+
+    def _loaded(self, key: str, param: str) -> Embedder:
+        emb = self.embedders.get(key)
+        if emb is None:     # (an unknown name is refused by the request model: 422 listing them)
+            raise Unavailable(f"embedding model '{key}' is not loaded by this service (loaded: "
+                              f"{self.embedders.keys()}); add it to SEARCH_EMBEDDING_MODELS",
+                              details={"param": param, "loaded": self.embedders.keys()})
+        return emb
 
     async def describe(self, name: str) -> dict[str, Any]:
         info = await self.store.get_collection(name)
@@ -211,6 +253,7 @@ class CollectionCatalog:
             "embedding": meta.get("embedding") or (spec.describe() if spec else None),
             "model_loaded": emb is not None,
             "model_matches": emb is not None and meta.get("model_id") == emb.model_id and info.dim == emb.dim,
+            "extra_embedding_models": [self._describe_extra(e, info) for e in meta.get("extra_embedding_models") or ()],
             "chunk_words": meta.get("chunk_words"), "chunk_overlap": meta.get("chunk_overlap"),
             "bm25": {"k1": bm25.get("k1"), "b": bm25.get("b"),
                      "avgdl": (bm25.get("total_len", 0) / chunks) if chunks else 0.0},
@@ -218,6 +261,13 @@ class CollectionCatalog:
             **info.distribution.fields(),
             "index": await self.store.index_status(name),
         }
+
+    def _describe_extra(self, extra: dict[str, Any], info: CollectionInfo) -> dict[str, Any]:
+        emb = self.embedders.get(extra["embedding_model"])
+        return {**{k: extra.get(k) for k in ("embedding_model", "model_id", "dim", "vector")},
+                "retriever": retriever_name(extra["embedding_model"]), "model_loaded": emb is not None,
+                "model_matches": emb is not None and extra.get("model_id") == emb.model_id
+                and info.vectors.get(extra["vector"]) == emb.dim}
 
     async def list(self) -> list[dict[str, Any]]:
         infos = await self.store.list_collections()

@@ -9,8 +9,10 @@ Weights
 -------
 Each retriever ``r`` has a weight ``w_r >= 0``:
 
-* ``alpha`` (0..1) is the weight of ``"vector"`` against ``"keyword"``: ``w_vector = alpha``,
-  ``w_keyword = 1 - alpha``. With alpha, only those two retrievers may be present.
+* ``alpha`` (0..1) is the weight of the dense side against ``"keyword"``: ``w_keyword = 1 - alpha`` and
+  the dense retrievers present (``"vector"``, and ``"vector:<model>"`` for a collection's extra embedding
+  models, :func:`is_dense`) share ``alpha`` evenly (``w_vector = alpha`` when it is the only one). With
+  alpha, no other retriever may be present.
 * ``weights`` generalises to N retrievers (e.g. a third one fused in). A retriever absent from
   ``weights`` gets weight 1.0; a name in ``weights`` that is not in ``results`` is an error (typo guard).
 * Neither given: every retriever weighs 1.0 (for the convex methods this is alpha = 0.5).
@@ -95,7 +97,7 @@ from typing import Literal, get_args
 
 __all__ = ["FusedHit", "fuse", "Method", "METHODS", "DEFAULT_METHOD", "DEFAULT_ALPHA", "DEFAULT_RRF_K",
            "confidence", "vector_evidence", "keyword_evidence", "bm25_evidence_scale", "resolve_weights",
-           "BM25_EVIDENCE_TERMS", "BM25_EVIDENCE_SCALE"]
+           "BM25_EVIDENCE_TERMS", "BM25_EVIDENCE_SCALE", "is_dense"]
 
 Method = Literal["rrf", "dbsf", "minmax", "zscore"]     # the one list of fusion names (settings, API, here)
 METHODS: tuple[str, ...] = get_args(Method)
@@ -131,11 +133,11 @@ def _resolve_weights(names: list[str], weights: dict[str, float] | None,
         alpha = float(alpha)
         if not (0.0 <= alpha <= 1.0) or math.isnan(alpha):
             raise ValueError(f"alpha must be within [0, 1], got {alpha}")
-        other = sorted(set(names) - {"vector", "keyword"})
+        dense = [n for n in names if is_dense(n)]
+        other = sorted(set(names) - set(dense) - {"keyword"})
         if other:
-            raise ValueError(f"alpha weighs 'vector' against 'keyword'; use weights for {other}")
-        w = {"vector": alpha, "keyword": 1.0 - alpha}
-        return {n: w[n] for n in names}
+            raise ValueError(f"alpha weighs the dense retrievers against 'keyword'; use weights for {other}")
+        return {n: alpha / len(dense) if is_dense(n) else 1.0 - alpha for n in names}
     out = {n: 1.0 for n in names}
     if weights:
         unknown = sorted(set(weights) - set(names))
@@ -149,6 +151,11 @@ def _resolve_weights(names: list[str], weights: dict[str, float] | None,
     if names and sum(out.values()) <= 0:
         raise ValueError("at least one retriever weight must be > 0")
     return out
+
+
+def is_dense(name: str) -> bool:
+    """``vector`` (a collection's embedding model) and ``vector:<model>`` (an extra one) are dense retrievers."""
+    return name == "vector" or name.startswith("vector:")
 
 
 def resolve_weights(names: list[str], weights: dict[str, float] | None = None,

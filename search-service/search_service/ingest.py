@@ -23,7 +23,7 @@ from stack_common.errors import InvalidRequest, NotFound, TooLarge
 from .collections import CollectionCatalog, chunk_point_id
 from .core.metrics import Metrics
 from .core.settings import Settings
-from .store.base import Point
+from .store.base import DENSE, Point
 
 
 def chunk_words(text: str, size: int, overlap: int) -> list[str]:
@@ -91,7 +91,7 @@ class Ingestor:
     def _prepare(self, docs: list[Document], info):
         """CPU work outside the event loop: chunk, tokenize, embed (with the collection's model)."""
         meta = info.meta
-        embedder = self.catalog.embedder_for(info)
+        dense = self.catalog.dense(info)          # the collection's model, then its extra ones
         cw, co = int(meta.get("chunk_words", self.settings.chunk_words)), int(meta.get("chunk_overlap", 0))
         enc = self.catalog.encoder(meta)
         rows = []   # (doc, chunk_no, n_chunks, chunk_text, tfs, length)
@@ -103,8 +103,9 @@ class Ingestor:
                 tfs, length = enc.doc_stats(indexed)
                 rows.append((d, no, len(chunks), chunk, tfs, length))
                 texts.append(indexed)
-        vectors = embedder.encode(texts, batch_size=self.settings.embed_batch_size,
-                                  max_tokens=int(meta.get("embed_doc_tokens", self.settings.embed_doc_tokens)))
+        max_tokens = int(meta.get("embed_doc_tokens", self.settings.embed_doc_tokens))
+        vectors = {using: emb.encode(texts, batch_size=self.settings.embed_batch_size, max_tokens=max_tokens)
+                   for emb, using in dense.values()}
         return enc, rows, vectors
 
     async def upsert(self, name: str, docs: list[Document]) -> UpsertResult:
@@ -127,7 +128,8 @@ class Ingestor:
             for d, _, _, _, _, length in rows:
                 doc_len[d.id] = doc_len.get(d.id, 0) + length
             points = []
-            for (d, no, n_chunks, chunk, tfs, length), vec in zip(rows, vectors):
+            main, extra = vectors[DENSE], {k: v for k, v in vectors.items() if k != DENSE}
+            for i, (d, no, n_chunks, chunk, tfs, length) in enumerate(rows):
                 payload: dict[str, Any] = {"doc_id": d.id, "chunk": no, "chunk_len": length,
                                            "title": d.title, "text": chunk, "metadata": d.metadata or {}}
                 if no == 0:
@@ -135,8 +137,9 @@ class Ingestor:
                     payload["doc_len"] = doc_len[d.id]
                     if n_chunks > 1:
                         payload["full_text"] = d.text
-                points.append(Point(id=chunk_point_id(name, d.id, no), dense=[float(x) for x in vec],
-                                    sparse=enc.encode_doc(tfs, length, avgdl), payload=payload))
+                points.append(Point(id=chunk_point_id(name, d.id, no), dense=main[i].tolist(),
+                                    sparse=enc.encode_doc(tfs, length, avgdl), payload=payload,
+                                    extra={k: v[i].tolist() for k, v in extra.items()}))
             # version first (a crash mid-write must not leave old cache entries valid), then data, then stats
             await self.catalog.write_meta(name, meta)
             if old:

@@ -4,15 +4,18 @@ documents → fuse → optional rerank → score_threshold → offset/limit.
 Retrievers and the rerank stage are pluggable parts:
 
 * a :class:`Retriever` has a ``name`` and ``async retrieve(query) -> list[Hit]`` (chunk hits, best
-  first). The built-ins are ``vector`` (the collection's embedding model) and ``keyword`` (BM25 sparse); a third one (e.g.
-  a second embedder or SPLADE) is added to ``SearchService.retrievers`` and fused by name without
-  touching the fusion code (give it a weight with ``weights={"name": w}``).
+  first). The built-ins are ``vector`` (the collection's embedding model) and ``keyword`` (BM25 sparse). A
+  collection with ``extra_embedding_models`` adds one dense retriever per extra model, ``vector:<model>``
+  (its own named vector in the store, :meth:`CollectionCatalog.dense`); another kind (e.g. SPLADE) is
+  added to ``SearchService.retrievers``. All are fused by name without touching the fusion code (a weight
+  with ``weights={"name": w}``; ``alpha`` is the dense side's total weight, split evenly between the dense
+  retrievers that run).
 * a :class:`Reranker` reorders the fused candidates (``async rerank(query, candidates)``).
 
 Language gate: the query's script (:func:`text.query_script`, the writing system most of its letters
-are in) is compared with the scripts the collection's embedding model covers
-(``EmbeddingModel.scripts``). A hybrid query in a script the model does not cover (Korean on MiniLM)
-does not run the vector retriever at all (no embedding either): the other retrievers' lists are fused
+are in) is compared with the scripts each dense retriever's embedding model covers
+(``EmbeddingModel.scripts``). A hybrid query in a script a model does not cover (Korean on MiniLM)
+does not run that retriever at all (no embedding either): the other retrievers' lists are fused
 without it. ``/search/vector`` still runs the model it was asked for; its ``explain`` says the script
 is not covered.
 
@@ -42,6 +45,7 @@ from stack_common.errors import InvalidRequest
 from . import fusion
 from .cache import SearchCache
 from .collections import CollectionCatalog
+from .embeddings import Embedder
 from .core.metrics import Metrics
 from .core.settings import Settings
 from .highlight import DEFAULT_SNIPPET_CHARS, Highlighter
@@ -88,9 +92,11 @@ class QueryContext:
     """What the retrievers share for one query: the text, filter, candidate count and lazily
     computed encodings (the query embedding is computed once even if two retrievers want it)."""
 
-    def __init__(self, q: SearchQuery, candidates: int, meta: dict[str, Any], embedder) -> None:
+    def __init__(self, q: SearchQuery, candidates: int, meta: dict[str, Any],
+                 dense: dict[str, tuple[Embedder, str]]) -> None:
         self.q = q
-        self.embedder = embedder          # the collection's embedding model
+        self.dense = dense                # dense retriever name -> (its embedder, the store's vector name)
+        self.embedder = dense["vector"][0]   # the collection's embedding model
         self.text = q.query
         self.collection = q.collection
         self.filter = q.filter
@@ -120,10 +126,11 @@ class Reranker(Protocol):
 
 
 class VectorRetriever:
-    name = "vector"
+    """A dense retriever: ``vector`` (the collection's model) or ``vector:<model>`` (an extra model's vector);
+    its embedder and vector name come from the query's context."""
 
-    def __init__(self, store: VectorStore, metrics: Metrics) -> None:
-        self.store, self.metrics = store, metrics
+    def __init__(self, store: VectorStore, metrics: Metrics, name: str = "vector") -> None:
+        self.store, self.metrics, self.name = store, metrics, name
 
     async def _embed(self, embedder, text: str) -> list[float]:
         with self.metrics.stage("embed"):
@@ -132,11 +139,11 @@ class VectorRetriever:
         return vec.tolist() if hasattr(vec, "tolist") else [float(x) for x in vec]
 
     async def retrieve(self, ctx: QueryContext) -> list[Hit]:
-        emb = ctx.embedder
+        emb, using = ctx.dense[self.name]
         vec = await ctx.memo("dense:" + emb.model_id, lambda: self._embed(emb, ctx.text))
         with self.metrics.stage("vector"):
             return await self.store.search_dense(ctx.collection, vec, ctx.candidates, ctx.filter,
-                                                 with_payload=CANDIDATE_PAYLOAD)
+                                                 with_payload=CANDIDATE_PAYLOAD, using=using)
 
 
 class KeywordRetriever:
@@ -201,6 +208,18 @@ class SearchService:
         self.metrics = metrics
         self.retrievers = {r.name: r for r in retrievers}
         self.reranker = reranker
+        self._extra: dict[str, VectorRetriever] = {}     # the extra models' dense retrievers, by name
+
+    def _retrievers(self, dense: dict[str, tuple[Embedder, str]]) -> dict[str, Retriever]:
+        """The retrievers of a collection: the service's, then one per extra embedding model."""
+        out = dict(self.retrievers)
+        for name in dense:
+            if name not in out:
+                r = self._extra.get(name)
+                if r is None:
+                    r = self._extra[name] = VectorRetriever(self.store, self.metrics, name)
+                out[name] = r
+        return out
 
     async def search(self, q: SearchQuery) -> dict[str, Any]:
         """The response as a dict (for in-process callers such as RAG)."""
@@ -225,33 +244,39 @@ class SearchService:
             await self.cache.set_raw(key, raw)
         return _envelope(raw, False, t0)
 
-    def _weights(self, q: SearchQuery) -> dict[str, float]:
+    def _weights(self, q: SearchQuery, names: list[str] | None = None) -> dict[str, float]:
         """Every retriever's fusion weight; a bad alpha/weights combination is refused (InvalidRequest)
         before anything runs, whether or not the language gate then skips a retriever."""
         try:
-            return fusion.resolve_weights(list(self.retrievers), dict(q.weights) if q.weights else None, q.alpha)
+            return fusion.resolve_weights(list(self.retrievers) if names is None else names,
+                                          dict(q.weights) if q.weights else None, q.alpha)
         except ValueError as exc:   # unknown retriever in weights, alpha with weights, all weights 0
             raise InvalidRequest(f"invalid request: {exc}") from None
 
     async def _compute(self, q: SearchQuery, info) -> dict[str, Any]:
-        names = list(self.retrievers) if q.mode == "hybrid" else [q.mode]
-        weights = self._weights(q) if q.mode == "hybrid" else None
+        dense = self.catalog.dense(info)                 # 503 / 409 for a model not loaded / another build
+        retrievers = self._retrievers(dense)
+        names = list(retrievers) if q.mode == "hybrid" else [q.mode]
+        weights = self._weights(q, list(retrievers)) if q.mode == "hybrid" else None
         candidates = max(self.settings.candidates, q.offset + q.limit)
-        ctx = QueryContext(q, candidates, info.meta, self.catalog.embedder_for(info))
-        # the language gate: the vector side is skipped (hybrid) or flagged (vector) for a script its model lacks
+        ctx = QueryContext(q, candidates, info.meta, dense)
+        # the language gate: a dense retriever is skipped (hybrid) or flagged (vector) for a script its model lacks
         script = query_script(q.query)
-        spec = ctx.embedder.spec            # the collection's model (EmbeddingModel): scripts, calibration
-        uncovered = None
-        if script is not None and script not in spec.scripts and "vector" in names:
-            uncovered = (f"query script {script} is not covered by {spec.model_id} "
-                         f"(covers {', '.join(sorted(spec.scripts))})")
-            if q.mode == "hybrid":
-                names.remove("vector")
-        lists = await asyncio.gather(*(self.retrievers[n].retrieve(ctx) for n in names))
+        specs = {n: emb.spec for n, (emb, _) in dense.items()}   # EmbeddingModel: scripts, calibration
+        uncovered: dict[str, str] = {}
+        for n in [n for n in names if n in specs]:
+            if script is not None and script not in specs[n].scripts:
+                uncovered[n] = (f"query script {script} is not covered by {specs[n].model_id} "
+                                f"(covers {', '.join(sorted(specs[n].scripts))})")
+                if q.mode == "hybrid":
+                    names.remove(n)
+        if weights is not None and q.alpha is not None:   # alpha: the dense side's weight, over those that run
+            weights = {**weights, **self._weights(q, names)}
+        lists = await asyncio.gather(*(retrievers[n].retrieve(ctx) for n in names))
         doc_of = await self.doc_ids.lookup(q.collection, lists)
         per_doc = {n: collapse(hits, doc_of) for n, hits in zip(names, lists)}
         chunks = (info.meta.get("bm25") or {}).get("chunks")     # N of the engine's idf: the keyword scale
-        ranked, calibration = self._score(q, per_doc, spec, weights, chunks)
+        ranked, calibration = self._score(q, per_doc, specs, weights, chunks)
         if self.reranker is not None and q.mode == "hybrid" and ranked:
             with self.metrics.stage("rerank"):
                 ranked = await self.reranker.rerank(ctx, ranked)
@@ -285,18 +310,20 @@ class SearchService:
                 item["highlight"] = mark
         body: dict[str, Any] = {"results": results, "total": len(ranked)}
         if q.explain:
-            body["explain"] = self._explain(q, info, script, spec, uncovered, per_doc, calibration)
+            body["explain"] = self._explain(q, info, script, specs, uncovered, per_doc, calibration,
+                                            list(retrievers))
         return body
 
-    def _explain(self, q: SearchQuery, info, script: str | None, spec, uncovered: str | None,
-                 per_doc: dict[str, list[tuple[str, float, str]]], calibration: dict[str, Any] | None) -> dict:
+    def _explain(self, q: SearchQuery, info, script: str | None, specs: dict[str, Any], uncovered: dict[str, str],
+                 per_doc: dict[str, list[tuple[str, float, str]]], calibration: dict[str, Any] | None,
+                 all_names: list[str]) -> dict:
         """The top-level ``explain``: the query's script, what each retriever did (skipped and why, or its
         candidate count and best raw score, and in hybrid its evidence and weight), and the confidence."""
-        out: dict[str, Any] = {"query_script": script, "embedding_model": spec.model_id}
+        out: dict[str, Any] = {"query_script": script, "embedding_model": specs["vector"].model_id}
         retrievers: dict[str, dict[str, Any]] = {}
-        for name in (list(self.retrievers) if q.mode == "hybrid" else [q.mode]):
+        for name in (all_names if q.mode == "hybrid" else [q.mode]):
             if name not in per_doc:
-                retrievers[name] = {"used": False, "reason": uncovered or "not run"}
+                retrievers[name] = {"used": False, "reason": uncovered.get(name) or "not run"}
                 continue
             entries = per_doc[name]
             r: dict[str, Any] = {"used": True, "hits": len(entries),
@@ -306,8 +333,10 @@ class SearchService:
                 r["weight"] = calibration["weights"].get(name)
                 if name == "keyword":
                     r["scale"] = calibration["bm25_scale"]
-            if name == "vector" and uncovered:
-                r["warning"] = uncovered + ": its ranking carries little meaning"
+            if name in specs and name != "vector":
+                r["embedding_model"] = specs[name].model_id
+            if name in uncovered:
+                r["warning"] = uncovered[name] + ": its ranking carries little meaning"
             if name == "keyword" and not entries:
                 terms = self.catalog.encoder(info.meta).encode_query(q.query).indices
                 r["reason"] = ("no document holds the query's terms" if terms else
@@ -320,13 +349,15 @@ class SearchService:
 
 
     @staticmethod
-    def _evidence(per_doc: dict[str, list[tuple[str, float, str]]], spec,
+    def _evidence(per_doc: dict[str, list[tuple[str, float, str]]], specs: dict[str, Any],
                   bm25_scale: float) -> dict[str, float | None]:
-        """Each asked retriever's evidence (fusion.vector_evidence / keyword_evidence; None: no calibration)."""
+        """Each asked retriever's evidence (fusion.vector_evidence with its model's calibration /
+        keyword_evidence; None: no calibration)."""
         ev: dict[str, float | None] = {}
         for name, entries in per_doc.items():
             best = entries[0][1] if entries else None
-            if name == "vector" and spec is not None:
+            spec = specs.get(name)
+            if spec is not None:
                 ev[name] = fusion.vector_evidence(best, spec.cosine_unrelated, spec.cosine_related)
             elif name == "keyword":
                 ev[name] = fusion.keyword_evidence(best, bm25_scale)
@@ -334,12 +365,14 @@ class SearchService:
                 ev[name] = None
         return ev
 
-    def _score(self, q: SearchQuery, per_doc: dict[str, list[tuple[str, float, str]]], spec=None,
-               weights: dict[str, float] | None = None,
+    def _score(self, q: SearchQuery, per_doc: dict[str, list[tuple[str, float, str]]],
+               specs: dict[str, Any] | None = None, weights: dict[str, float] | None = None,
                chunks: int | None = None) -> tuple[list[Candidate], dict[str, Any] | None]:
         """The ranked candidates and (hybrid) the calibration applied: ``{"confidence", "evidence",
-        "weights", "bm25_scale"}``. ``weights``: every retriever's resolved fusion weight (``_weights``);
-        ``chunks``: the collection's BM25 vectors (its chunks), which set the keyword evidence's scale."""
+        "weights", "bm25_scale"}``. ``specs``: each dense retriever's EmbeddingModel (its calibration);
+        ``weights``: every retriever's resolved fusion weight (``_weights``, alpha split over the dense
+        retrievers that ran); ``chunks``: the collection's BM25 vectors (its chunks), which set the keyword
+        evidence's scale."""
         if q.mode == "vector":
             return [Candidate(d, min(1.0, max(0.0, s)), pid, {"vector": (i + 1, s)})
                     for i, (d, s, pid) in enumerate(per_doc["vector"])], None
@@ -351,19 +384,19 @@ class SearchService:
         if weights is None:
             weights = self._weights(q)
         points = {n: {d: pid for d, _, pid in entries} for n, entries in per_doc.items()}
-        if set(per_doc) == set(weights):      # every retriever ran: the request's own alpha / weights
-            fw, fa = (dict(q.weights) if q.weights else None), q.alpha
-        else:                                 # one skipped (language gate): the others' resolved weights;
-            fw = {n: weights[n] for n in per_doc}     # a lone list's fused ranking and scores do not depend on it
-            fw, fa = (fw if sum(fw.values()) > 0 else None), None
+        # the resolved weights of the retrievers that ran (with alpha: split over the dense ones that ran, so
+        # alpha with only "vector" and "keyword" is exactly fuse(alpha=...)); all 0 (a lone list weighted 0
+        # by the request): unweighted — a lone list's fused ranking and scores do not depend on it
+        fw: dict[str, float] | None = {n: weights[n] for n in per_doc}
+        fw = fw if sum(fw.values()) > 0 else None
         with self.metrics.stage("fuse"):
             try:
                 fused = fusion.fuse({n: [(d, s) for d, s, _ in entries] for n, entries in per_doc.items()},
-                                    method=q.fusion, weights=fw, rrf_k=q.rrf_k, alpha=fa)
+                                    method=q.fusion, weights=fw, rrf_k=q.rrf_k)
             except ValueError as exc:   # unknown retriever in weights, alpha with weights, all weights 0
                 raise InvalidRequest(f"invalid request: {exc}") from None
             scale = fusion.bm25_evidence_scale(chunks)
-            evidence = self._evidence(per_doc, spec, scale)
+            evidence = self._evidence(per_doc, specs or {}, scale)
             used = {n: weights[n] for n in per_doc}
             conf = fusion.confidence(evidence, used if sum(used.values()) > 0 else None)
         out = []

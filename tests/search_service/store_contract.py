@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytest_asyncio
 from search_service.store import Conflict, FieldCondition, Filter, NotFound, SparseVector, VectorStore
@@ -182,5 +183,49 @@ class StoreContract:
             assert (info.dim, info.points_count) == (DIM, 25)
             after = await store.search_both(unique_name, dense(q), bm25_query(q), 10)
             assert [ids(x) for x in after] == [ids(x) for x in before]
+        finally:
+            await store.close()
+
+    async def test_extra_dense_vectors(self, tmp_path: Path, unique_name: str) -> None:
+        """A collection with a second named dense vector (another embedding model's): every point carries it,
+        search_dense(using=) searches it alone, bad names and shapes are 400s, and it survives a reopen."""
+        rng = np.random.default_rng(7)
+        points = make_points(load_docs(30))
+        other = {p.id: (v / np.linalg.norm(v)).tolist() for p, v in zip(points, rng.normal(size=(len(points), 12)))}
+        for p in points:
+            p.extra = {"dense-other": other[p.id]}
+        store = self.open(tmp_path)
+        try:
+            with pytest.raises(ServiceError, match="vector name"):
+                await store.create_collection(unique_name, DIM, {}, extra_vectors={"bm25": 8})
+            info = await store.create_collection(unique_name, DIM, {}, extra_vectors={"dense-other": 12})
+            assert info.vectors == {"dense-other": 12}
+            bare = make_points(load_docs(1))
+            with pytest.raises(ServiceError, match="extra vectors"):           # the extra vector is required
+                await store.upsert(unique_name, bare)
+            bare[0].extra = {"dense-other": [0.1] * 5}
+            with pytest.raises(ServiceError, match="dense-other"):
+                await store.upsert(unique_name, bare)
+            await store.upsert(unique_name, points)
+            target = points[11]
+            by_main = await store.search_dense(unique_name, target.dense, 5)
+            by_other = await store.search_dense(unique_name, other[target.id], 5, using="dense-other")
+            assert by_main[0].id == by_other[0].id == target.id
+            assert by_other[0].score == pytest.approx(1.0, abs=1e-4)
+            # the two vector spaces rank differently: the other space's order is its own cosine order
+            expect = sorted(other, key=lambda i: -float(np.dot(other[i], other[target.id])))[:5]
+            assert ids(by_other) == expect and ids(by_main) != expect
+            with pytest.raises(ServiceError, match="no dense vector"):
+                await store.search_dense(unique_name, other[target.id], 5, using="dense-missing")
+            with pytest.raises(ServiceError, match="12"):
+                await store.search_dense(unique_name, target.dense, 5, using="dense-other")
+        finally:
+            await store.close()
+        store = self.open(tmp_path)
+        try:
+            info = await store.get_collection(unique_name)
+            assert info.vectors == {"dense-other": 12} and info.points_count == 30
+            again = await store.search_dense(unique_name, other[target.id], 5, using="dense-other")
+            assert ids(again) == ids(by_other)
         finally:
             await store.close()

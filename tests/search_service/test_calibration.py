@@ -112,7 +112,7 @@ PER_DOC = {
 @pytest.mark.parametrize("method", fusion.METHODS)
 def test_score_keeps_every_methods_ranking_and_scales_by_the_confidence(method):
     q = SearchQuery(query="q", collection="c", fusion=method, alpha=0.45)
-    ranked, cal = _service()._score(q, PER_DOC, _Spec(), chunks=240)
+    ranked, cal = _service()._score(q, PER_DOC, {"vector": _Spec()}, chunks=240)
     fused = fusion.fuse({n: [(d, s) for d, s, _ in v] for n, v in PER_DOC.items()}, method=method, alpha=0.45)
     assert [c.doc_id for c in ranked] == [f.id for f in fused]
     e_v = fusion.vector_evidence(0.41, **MINILM)
@@ -128,15 +128,15 @@ def test_score_keeps_every_methods_ranking_and_scales_by_the_confidence(method):
 
 def test_score_an_empty_keyword_list_counts_against_and_modes_are_not_scaled():
     per_doc = {"vector": PER_DOC["vector"], "keyword": []}
-    ranked, cal = _service()._score(SearchQuery(query="the of and", collection="c", alpha=0.45), per_doc, _Spec())
+    ranked, cal = _service()._score(SearchQuery(query="the of and", collection="c", alpha=0.45), per_doc, {"vector": _Spec()})
     assert [c.doc_id for c in ranked] == ["a", "b", "c", "d", "e"]          # the vector list alone, as before
     assert cal["evidence"]["keyword"] == 0.0
     assert cal["confidence"] == pytest.approx(0.45 * fusion.vector_evidence(0.41, **MINILM))
     assert ranked[0].score < 0.25                                        # was Phi(z) ~ 0.94 uncalibrated
     # vector and keyword modes keep their own scores (cosine; BM25 over the best), no confidence
-    vec, none = _service()._score(SearchQuery(query="x", collection="c", mode="vector"), PER_DOC, _Spec())
+    vec, none = _service()._score(SearchQuery(query="x", collection="c", mode="vector"), PER_DOC, {"vector": _Spec()})
     assert none is None and vec[0].score == pytest.approx(0.41)
-    kw, none = _service()._score(SearchQuery(query="x", collection="c", mode="keyword"), PER_DOC, _Spec())
+    kw, none = _service()._score(SearchQuery(query="x", collection="c", mode="keyword"), PER_DOC, {"vector": _Spec()})
     assert none is None and [c.score for c in kw] == pytest.approx([1.0, 6.5 / 9.0, 2.0 / 9.0])
 
 

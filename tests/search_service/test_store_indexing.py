@@ -151,3 +151,32 @@ def test_bad_index_settings_are_refused() -> None:
     for bad in ({"index_threshold": 0}, {"hnsw_m": 2}, {"hnsw_ef": 4}, {"index_quiet_s": -1}):
         with pytest.raises(ValueError):
             Settings(**bad)
+
+
+async def test_a_collection_with_two_dense_vectors_gets_both_indexed(tmp_path: Path) -> None:
+    """Each point's second dense vector (an extra embedding model's) is indexed with the first: the state
+    reaches indexed once (the dense count is per point, not per vector), and survives a restart."""
+    data, other = vectors(6000, 11), vectors(6000, 12)
+    queries = vectors(30, 13)
+    store = EdgeStore(tmp_path, index=POLICY)
+    try:
+        await store.create_collection("c", DIM, {}, extra_vectors={"dense-b": DIM})
+        for k in range(0, 6000, 1000):
+            pts = points(data[k:k + 1000], k)
+            for p, v in zip(pts, other[k:k + 1000]):
+                p.extra = {"dense-b": v.tolist()}
+            await store.upsert("c", pts)
+        status = await wait_state(store, "c", {"indexed"})
+        assert status["builds"] == 1 and status["points"] == 6000
+        assert 6000 - POLICY.threshold <= status["indexed_vectors"] <= 6000     # points indexed, not vectors
+        hits = [[h.id for h in await store.search_dense("c", q.tolist(), 10, using="dense-b")] for q in queries]
+        assert recall_at_10(hits, other, queries) >= 0.95
+    finally:
+        await store.close()
+    store = EdgeStore(tmp_path, index=POLICY)
+    try:
+        assert (await store.index_status("c"))["state"] == "indexed"
+        await asyncio.sleep(POLICY.quiet_s * 3)
+        assert (await store.index_status("c"))["builds"] == 0          # nothing left to build after a restart
+    finally:
+        await store.close()

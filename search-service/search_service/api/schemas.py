@@ -142,6 +142,12 @@ class CreateCollection(BaseModel):
         None, description="The collection's embedding model: `minilm` (English) or `multilingual-e5-small` (~100 "
                           "languages, Korean included). Default: SEARCH_EMBEDDING_MODEL. Fixed for the collection's "
                           "life; another name is refused (422, listing these).")
+    extra_embedding_models: list[EmbeddingModelName] | None = Field(
+        None, max_length=4,
+        description="More embedding models fused into the collection's hybrid search, each a dense vector of every "
+                    "chunk and a retriever `vector:<model>` (e.g. `[\"minilm\"]` on a `multilingual-e5-small` "
+                    "collection: English queries fuse BM25 + e5 + MiniLM, Korean ones skip MiniLM by the language "
+                    "gate). Each costs its model's time at ingestion and per query. Fixed at creation.")
     shard_number: int | None = Field(None, ge=1, le=MAX_SHARDS,
                                      description="Qdrant server only: shards the collection is split into (by point "
                                                  "id hash). Default: SEARCH_QDRANT_SHARD_NUMBER; the embedded "
@@ -183,6 +189,9 @@ class CollectionDetail(BaseModel):
                                                                "query_prefix, passage_prefix.")
     model_loaded: bool = Field(description="This service loads the collection's model (else searches answer 503).")
     model_matches: bool
+    extra_embedding_models: list[dict[str, Any]] = Field(
+        default_factory=list, description="The extra models fused into hybrid search: embedding_model, model_id, "
+                                          "dim, vector (the store's name), retriever, model_loaded, model_matches.")
     chunk_words: int | None
     chunk_overlap: int | None
     bm25: dict[str, Any]

@@ -107,11 +107,12 @@ class Settings(BaseSettings, AuthSettings):
                                                                      "share its embedding call (micro-batching).")
 
     # --- ingestion ----------------------------------------------------------------------------
-    embed_doc_tokens: int = Field(256, ge=16, le=512,
-                                  description="Tokens of each chunk the embedding model sees when ingesting, capped at "
-                                              "the model's limit (MiniLM 256, multilingual-e5-small 512). Fixed per "
-                                              "collection at creation; the model's cost is about linear in tokens, so "
-                                              "fewer ingest long texts faster (README: Embedding models).")
+    embed_doc_tokens: int = Field(512, ge=16, le=512,
+                                  description="Tokens of each chunk an embedding model sees when ingesting, capped at "
+                                              "each model's limit (so by default each its own: MiniLM 256, "
+                                              "multilingual-e5-small 512). Fixed per collection at creation; a model's "
+                                              "cost is about linear in tokens, so fewer ingest long texts faster "
+                                              "(README: Embedding models).")
     chunk_words: int = Field(384, ge=16, le=4096,
                              description="Documents longer than this many words are split into chunks "
                                          "(each chunk is embedded and BM25-indexed; hits collapse to the document).")

@@ -6,7 +6,10 @@ Both implementations must give the same results for the same operations (congrue
 Data model
 ----------
 * A *collection* holds *points*. Each point has a named dense vector ``"dense"`` (cosine) and a
-  named sparse vector ``"bm25"`` (dot product, ``Modifier.Idf`` so the engine computes IDF).
+  named sparse vector ``"bm25"`` (dot product, ``Modifier.Idf`` so the engine computes IDF). A collection
+  may declare more named dense vectors at creation (``extra_vectors``: name -> dimension, cosine, e.g.
+  a second embedding model's); then every point carries each of them (``Point.extra``) and
+  ``search_dense(using=name)`` searches one.
 * Point ids are UUID strings (Qdrant accepts ints or UUIDs only); the service derives them from
   ``(doc_id, chunk)``. The payload always carries ``doc_id`` and ``chunk`` plus the user's fields.
 * Collection metadata (embedding model id, dimension, BM25 statistics, anything the service needs)
@@ -36,7 +39,7 @@ from stack_common.errors import Conflict, NotFound, ServiceError, Unavailable  #
 __all__ = [
     "SparseVector", "Point", "Hit", "CollectionInfo", "Distribution", "FieldCondition", "Filter", "VectorStore",
     "Conflict", "NotFound", "Unavailable", "DENSE", "SPARSE", "COLLECTION_NAME_RULE", "valid_collection_name",
-    "Payload",
+    "Payload", "valid_vector_name",
 ]
 
 DENSE = "dense"   # name of the dense vector in every collection
@@ -60,6 +63,14 @@ def valid_collection_name(name: Any) -> bool:
     return isinstance(name, str) and _NAME.match(name) is not None
 
 
+_VECTOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def valid_vector_name(name: Any) -> bool:
+    """An extra dense vector's name: plain characters, not one of the two every collection has."""
+    return isinstance(name, str) and _VECTOR_NAME.match(name) is not None and name not in (DENSE, SPARSE)
+
+
 @dataclass(frozen=True)
 class SparseVector:
     indices: list[int]      # uint32 term ids (hashed tokens)
@@ -72,6 +83,7 @@ class Point:
     dense: list[float]
     sparse: SparseVector
     payload: dict[str, Any]
+    extra: dict[str, list[float]] = field(default_factory=dict)   # the collection's extra dense vectors, by name
 
 
 @dataclass(slots=True)
@@ -109,6 +121,7 @@ class CollectionInfo:
     points_count: int
     meta: dict[str, Any] = field(default_factory=dict)   # model_id, bm25 stats, created_at, ...
     distribution: Distribution = SINGLE                   # as the engine reports it (1/1/1 in one process)
+    vectors: dict[str, int] = field(default_factory=dict)  # extra named dense vectors -> dimension
 
 
 @dataclass(frozen=True)
@@ -162,6 +175,23 @@ def _limit(limit: int) -> int:
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise ServiceError(f"invalid limit {limit!r}: must be a positive integer")
     return limit
+
+
+def _extra_vectors(extra: dict[str, int] | None) -> dict[str, int]:
+    out = {}
+    for name, dim in (extra or {}).items():
+        if not valid_vector_name(name):
+            raise ServiceError(f"invalid vector name {name!r}: 1-64 letters, digits, '_', '.' or '-', "
+                               f"not '{DENSE}' or '{SPARSE}'")
+        out[name] = _dim(dim)
+    return out
+
+
+def _using(using: str, dims: dict[str, int]) -> int:
+    """The dimension of the dense vector ``using`` names in a collection whose dense vectors are ``dims``."""
+    if using not in dims:
+        raise ServiceError(f"the collection has no dense vector {using!r} (it has {', '.join(sorted(dims))})")
+    return dims[using]
 
 
 def _vector(vector: list[float], dim: int, what: str = "query vector") -> list[float]:
@@ -250,19 +280,22 @@ class VectorStore(abc.ABC):
 
     # -- collections ------------------------------------------------------------------------------
     async def create_collection(self, name: str, dim: int, meta: dict[str, Any],
-                                distribution: Distribution | None = None) -> CollectionInfo:
+                                distribution: Distribution | None = None, *,
+                                extra_vectors: dict[str, int] | None = None) -> CollectionInfo:
         """Create; Conflict if it exists. ``distribution`` (default 1/1/1): anything but one shard
-        without replicas needs a distributed store, elsewhere it is a 400 naming the field."""
+        without replicas needs a distributed store, elsewhere it is a 400 naming the field.
+        ``extra_vectors``: more named dense vectors (cosine) beside ``"dense"``, name -> dimension."""
         name, dim, meta = _name(name), _dim(dim), _meta(name, meta)
+        extra = _extra_vectors(extra_vectors)
         dist = check_distribution(distribution or SINGLE)
         if self.distributed:
-            return await self._create_distributed(name, dim, meta, dist)
+            return await self._create_distributed(name, dim, meta, dist, extra)
         for field_name, value in dist.fields().items():
             if value != 1:
                 raise ServiceError(f"{field_name}={value} needs a Qdrant server: {self.engine} keeps a collection "
                                    "in one shard with no replicas (only 1 is accepted here)",
                                    details={"param": field_name})
-        return await self._create_collection(name, dim, meta)
+        return await self._create_collection(name, dim, meta, extra)
 
     async def delete_collection(self, name: str) -> None:
         """Delete with all its data; NotFound if missing."""
@@ -295,12 +328,18 @@ class VectorStore(abc.ABC):
     # -- points -----------------------------------------------------------------------------------
     async def upsert(self, name: str, points: list[Point]) -> None:
         """Insert or replace points. Durable when it returns (survives a SIGKILL). Every point is checked
-        before anything is written."""
+        before anything is written: each carries every extra dense vector of the collection, no other."""
         dim = await self._dimension(_name(name))
+        extra = await self._extra_dims(name)
         for p in points:
             canonical_id(p.id)
             _vector(p.dense, dim, f"point {p.id}: dense vector")
             _sparse(p.sparse, f"point {p.id}: sparse vector")
+            if p.extra.keys() != extra.keys():
+                raise ServiceError(f"point {p.id} has extra vectors {sorted(p.extra)}; the collection has "
+                                   f"{sorted(extra)}")
+            for vname, vec in p.extra.items():
+                _vector(vec, extra[vname], f"point {p.id}: vector {vname!r}")
         if points:
             await self._upsert(name, points)
 
@@ -330,11 +369,16 @@ class VectorStore(abc.ABC):
     # scripts/bench_store.py): fetch candidates with few keys, then ``retrieve`` the page you return.
 
     async def search_dense(self, name: str, vector: list[float], limit: int,
-                           filter: Filter | None = None, *, with_payload: Payload = True) -> list[Hit]:
-        """Top ``limit`` points by cosine similarity, best first."""
+                           filter: Filter | None = None, *, with_payload: Payload = True,
+                           using: str = DENSE) -> list[Hit]:
+        """Top ``limit`` points by cosine similarity, best first, on the dense vector ``using``."""
         _name(name), _limit(limit), _filter(filter)
-        _vector(vector, await self._dimension(name))
-        return await self._search_dense(name, vector, limit, filter, _payload(with_payload))
+        if using == DENSE:
+            _vector(vector, await self._dimension(name))
+        else:
+            await self._dimension(name)
+            _vector(vector, _using(using, {DENSE: 0, **await self._extra_dims(name)}))
+        return await self._search_dense(name, vector, limit, filter, _payload(with_payload), using)
 
     async def search_sparse(self, name: str, vector: SparseVector, limit: int,
                             filter: Filter | None = None, *, with_payload: Payload = True) -> list[Hit]:
@@ -358,10 +402,16 @@ class VectorStore(abc.ABC):
         search operation: keep it cheap)."""
 
     @abc.abstractmethod
-    async def _create_collection(self, name: str, dim: int, meta: dict[str, Any]) -> CollectionInfo: ...
+    async def _extra_dims(self, name: str) -> dict[str, int]:
+        """The collection's extra dense vectors (name -> dimension; {} for most); as cheap as
+        :meth:`_dimension`."""
+
+    @abc.abstractmethod
+    async def _create_collection(self, name: str, dim: int, meta: dict[str, Any],
+                                 extra: dict[str, int]) -> CollectionInfo: ...
 
     async def _create_distributed(self, name: str, dim: int, meta: dict[str, Any],
-                                  distribution: Distribution) -> CollectionInfo:
+                                  distribution: Distribution, extra: dict[str, int]) -> CollectionInfo:
         """Create with a checked distribution; called instead of :meth:`_create_collection` when
         ``distributed`` is true."""
         raise NotImplementedError(f"{type(self).__name__} is not a distributed store")
@@ -397,7 +447,7 @@ class VectorStore(abc.ABC):
 
     @abc.abstractmethod
     async def _search_dense(self, name: str, vector: list[float], limit: int, filter: Filter | None,
-                            with_payload: Payload) -> list[Hit]: ...
+                            with_payload: Payload, using: str = DENSE) -> list[Hit]: ...
 
     @abc.abstractmethod
     async def _search_sparse(self, name: str, vector: SparseVector, limit: int, filter: Filter | None,

@@ -4,7 +4,8 @@ On disk (``data_dir``)::
 
     .lock                         flock held while a store has the directory open (one process at a time)
     collections/<name>/shard/     the EdgeShard (segments + WAL)
-    collections/<name>/meta.json  {"name", "dim", "meta"}: written atomically (temp + fsync + rename)
+    collections/<name>/meta.json  {"name", "dim", "vectors", "meta", "shard"}: written atomically (temp + fsync
+                                  + rename); "vectors": the extra dense vectors (name -> dim), absent = none
 
 Durability: the WAL is on, so an upsert that returned survives a SIGKILL (it is in the WAL, in the page
 cache); a machine crash may lose the last writes the OS had not written back. Creating a collection
@@ -116,19 +117,23 @@ class IndexPolicy:
 
 
 def edge_config(dim: int, policy: IndexPolicy, *, build_index: bool, payload_memory: qe.Memory = qe.Memory.Cold,
-                vector_memory: qe.Memory = qe.Memory.Pinned, max_search_threads: int | None = 1) -> qe.EdgeConfig:
-    """The engine configuration of a collection; ``build_index`` only in the index worker."""
+                vector_memory: qe.Memory = qe.Memory.Pinned, max_search_threads: int | None = 1,
+                extra: dict[str, int] | None = None) -> qe.EdgeConfig:
+    """The engine configuration of a collection; ``build_index`` only in the index worker. ``extra``: the
+    collection's extra dense vectors (name -> dimension), configured like ``"dense"``."""
     hnsw = qe.HnswIndexConfig(m=policy.m, ef_construct=policy.ef_construct, full_scan_threshold=10_000,
                               max_indexing_threads=policy.threads)
+    dims = {DENSE: dim, **(extra or {})}
     return qe.EdgeConfig(
-        vectors={DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, memory=vector_memory,
-                                            hnsw_config=hnsw)},
+        vectors={name: qe.EdgeVectorParams(size=d, distance=qe.Distance.Cosine, memory=vector_memory,
+                                           hnsw_config=hnsw) for name, d in dims.items()},
         sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
         payload_memory=payload_memory,
         max_search_threads=max_search_threads,
         optimizers=qe.EdgeOptimizersConfig(
             deleted_threshold=VACUUM_DELETED_FRACTION, vacuum_min_vector_number=1,
-            indexing_threshold=policy.threshold_kb(dim) if build_index else NEVER_KB),
+            # the smallest vector's size: every named vector of a segment past the threshold gets its index
+            indexing_threshold=policy.threshold_kb(min(dims.values())) if build_index else NEVER_KB),
         wal_enabled=True,
     )
 
@@ -153,6 +158,7 @@ class _Collection:
     dim: int
     meta: dict[str, Any]
     shard: qe.EdgeShard
+    vectors: dict[str, int] = field(default_factory=dict)   # extra dense vectors (name -> dim)
     shard_dir: str = SHARD_DIR  # the shard directory in use (under ``path``; meta.json names it)
     lock: threading.Lock = field(default_factory=threading.Lock)
     writers: int = 0            # writes in flight (touched only on the event-loop thread)
@@ -210,9 +216,10 @@ class EdgeStore(VectorStore):
 
     # -- engine configuration ---------------------------------------------------------------------
 
-    def _config(self, dim: int) -> qe.EdgeConfig:
+    def _config(self, dim: int, extra: dict[str, int]) -> qe.EdgeConfig:
         return edge_config(dim, self._index, build_index=False, payload_memory=self._payload_memory,
-                           vector_memory=self._vector_memory, max_search_threads=self._max_search_threads)
+                           vector_memory=self._vector_memory, max_search_threads=self._max_search_threads,
+                           extra=extra)
 
     def _open(self, path: Path) -> _Collection:
         doc = json.loads((path / META_FILE).read_text())
@@ -220,15 +227,17 @@ class EdgeStore(VectorStore):
         for entry in path.iterdir():        # a build that did not finish, or a replaced shard not yet removed
             if entry.is_dir() and entry.name.startswith(SHARD_DIR) and entry.name != shard_dir:
                 shutil.rmtree(entry, ignore_errors=True)
-        shard = qe.EdgeShard.load(str(path / shard_dir), self._config(doc["dim"]))
+        extra = doc.get("vectors") or {}
+        shard = qe.EdgeShard.load(str(path / shard_dir), self._config(doc["dim"], extra))
         coll = _Collection(name=doc["name"], path=path, dim=doc["dim"], meta=doc["meta"], shard=shard,
-                           shard_dir=shard_dir)
+                           shard_dir=shard_dir, vectors=extra)
         coll.index_state = self._index_state(coll)
         return coll
 
     def _meta_doc(self, coll: _Collection, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {"name": coll.name, "dim": coll.dim, "meta": coll.meta if meta is None else meta,
-                "shard": coll.shard_dir}
+        doc = {"name": coll.name, "dim": coll.dim, "meta": coll.meta if meta is None else meta,
+               "shard": coll.shard_dir}
+        return {**doc, "vectors": coll.vectors} if coll.vectors else doc
 
     # -- plumbing -----------------------------------------------------------------------------------
 
@@ -272,14 +281,18 @@ class EdgeStore(VectorStore):
 
     def _info(self, coll: _Collection) -> CollectionInfo:
         return CollectionInfo(name=coll.name, dim=coll.dim, points_count=coll.shard.count(qe.CountRequest(exact=True)),
-                              meta=copy.deepcopy(coll.meta))
+                              meta=copy.deepcopy(coll.meta), vectors=dict(coll.vectors))
 
     # -- collections --------------------------------------------------------------------------------
 
     async def _dimension(self, name: str) -> int:
         return self._get(name).dim
 
-    async def _create_collection(self, name: str, dim: int, meta: dict[str, Any]) -> CollectionInfo:
+    async def _extra_dims(self, name: str) -> dict[str, int]:
+        return self._get(name).vectors
+
+    async def _create_collection(self, name: str, dim: int, meta: dict[str, Any],
+                                 extra: dict[str, int]) -> CollectionInfo:
         if self._closed:
             raise Unavailable("the embedded vector store is closed")
 
@@ -293,8 +306,9 @@ class EdgeStore(VectorStore):
                 tmp = self._root / f".tmp-{name}-{uuid.uuid4().hex}"
                 tmp.mkdir()
                 try:
-                    qe.EdgeShard.create(str(tmp / SHARD_DIR), self._config(dim)).close()
-                    write_json_atomic(tmp / META_FILE, {"name": name, "dim": dim, "meta": meta, "shard": SHARD_DIR})
+                    qe.EdgeShard.create(str(tmp / SHARD_DIR), self._config(dim, extra)).close()
+                    doc = {"name": name, "dim": dim, "meta": meta, "shard": SHARD_DIR}
+                    write_json_atomic(tmp / META_FILE, {**doc, "vectors": extra} if extra else doc)
                     final = self._root / name
                     os.rename(tmp, final)
                 except BaseException:
@@ -360,8 +374,8 @@ class EdgeStore(VectorStore):
         def apply() -> None:
             for batch in batches(points):
                 coll.shard.update(qe.UpdateOperation.upsert_points([
-                    qe.Point(p.id, {DENSE: p.dense, SPARSE: qe.SparseVector(p.sparse.indices, p.sparse.values)},
-                             p.payload)
+                    qe.Point(p.id, {DENSE: p.dense, **p.extra,
+                                    SPARSE: qe.SparseVector(p.sparse.indices, p.sparse.values)}, p.payload)
                     for p in batch]))
 
         await self._write(coll, apply)
@@ -403,8 +417,8 @@ class EdgeStore(VectorStore):
                                with_payload=with_payload, with_vector=False, params=self._params)
 
     def _dense(self, vector: list[float], limit: int, flt: qe.Filter | None,
-               with_payload: Payload) -> qe.QueryRequest:
-        return self._query(vector, DENSE, limit, flt, with_payload)
+               with_payload: Payload, using: str = DENSE) -> qe.QueryRequest:
+        return self._query(vector, using, limit, flt, with_payload)
 
     def _sparse(self, vector: SparseVector, limit: int, flt: qe.Filter | None,
                 with_payload: Payload) -> qe.QueryRequest:
@@ -416,9 +430,9 @@ class EdgeStore(VectorStore):
         return [Hit(_id_str(p.id), float(p.score), p.payload or {}) for p in points]
 
     async def _search_dense(self, name: str, vector: list[float], limit: int, filter: Filter | None,
-                            with_payload: Payload) -> list[Hit]:
+                            with_payload: Payload, using: str = DENSE) -> list[Hit]:
         coll = self._get(name)
-        request = self._dense(vector, limit, to_edge(filter), with_payload)
+        request = self._dense(vector, limit, to_edge(filter), with_payload, using)
         return self._hits(await self._read(coll, lambda: coll.shard.query(request)))
 
     async def _search_sparse(self, name: str, vector: SparseVector, limit: int, filter: Filter | None,
@@ -445,12 +459,13 @@ class EdgeStore(VectorStore):
     # -- indexing (see the module notes) -----------------------------------------------------------
 
     def _unindexed(self, coll: _Collection) -> tuple[int, int, int]:
-        """(points, dense vectors in an HNSW index, segments) of the shard. The engine's
+        """(points, points whose dense vectors are in an HNSW index, segments) of the shard. The engine's
         ``indexed_vectors_count`` counts every named vector a segment indexes: the sparse BM25 vectors always
-        (an inverted index), the dense ones once their segment has HNSW — so the dense share is the excess
-        over the point count (every point has one sparse vector)."""
+        (an inverted index), the dense ones once their segment has HNSW (a segment indexes all its named
+        vectors at once) — so the indexed points are the excess over the point count (every point has one
+        sparse vector) divided by the dense vectors each point has."""
         info = coll.shard.info()
-        dense = max(0, info.indexed_vectors_count - info.points_count)
+        dense = max(0, info.indexed_vectors_count - info.points_count) // (1 + len(coll.vectors))
         return info.points_count, dense, info.segments_count
 
     def _index_state(self, coll: _Collection) -> str:
@@ -519,7 +534,7 @@ class EdgeStore(VectorStore):
 
         try:
             seq = await asyncio.to_thread(copy)
-            policy = {**dataclasses.asdict(self._index), "dim": coll.dim}
+            policy = {**dataclasses.asdict(self._index), "dim": coll.dim, "vectors": coll.vectors}
             coll.child = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "search_service.store.index_worker", str(target), json.dumps(policy),
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -528,7 +543,7 @@ class EdgeStore(VectorStore):
                 raise RuntimeError(f"index worker exited with {coll.child.returncode}: "
                                    f"{err.decode(errors='replace')[-500:]}")
             changed = bool(json.loads(out.decode().strip().splitlines()[-1])["changed"])
-            new = await asyncio.to_thread(qe.EdgeShard.load, str(target), self._config(coll.dim))
+            new = await asyncio.to_thread(qe.EdgeShard.load, str(target), self._config(coll.dim, coll.vectors))
         except BaseException:
             if coll.child is not None and coll.child.returncode is None:
                 coll.child.kill()

@@ -22,12 +22,13 @@ def main(argv: list[str]) -> int:
     shard_dir, policy_json = argv
     policy = json.loads(policy_json)
     dim = int(policy.pop("dim"))
+    extra = {name: int(d) for name, d in (policy.pop("vectors", None) or {}).items()}
     try:
         os.nice(10)                 # searches in the serving process come first
     except OSError:
         pass
     t0 = time.perf_counter()
-    shard = qe.EdgeShard.load(shard_dir, edge_config(dim, IndexPolicy(**policy), build_index=True))
+    shard = qe.EdgeShard.load(shard_dir, edge_config(dim, IndexPolicy(**policy), build_index=True, extra=extra))
     try:
         changed = shard.optimize()
         shard.flush()

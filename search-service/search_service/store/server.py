@@ -35,11 +35,14 @@ from .filters import doc_ids_filter, to_client
 log = logging.getLogger("search_service.store.server")
 
 
-def create_request(dim: int, meta: dict[str, Any], distribution: Distribution | None) -> qm.CreateCollection:
+def create_request(dim: int, meta: dict[str, Any], distribution: Distribution | None,
+                   extra: dict[str, int] | None = None) -> qm.CreateCollection:
     """The body of Qdrant's create-collection request for a search collection (``PUT /collections/{name}``).
-    ``distribution`` None leaves the layout out (local mode, which has one)."""
+    ``distribution`` None leaves the layout out (local mode, which has one); ``extra``: more named dense
+    vectors (name -> dimension), cosine like ``"dense"``."""
     return qm.CreateCollection(
-        vectors={DENSE: qm.VectorParams(size=dim, distance=qm.Distance.COSINE)},
+        vectors={name: qm.VectorParams(size=d, distance=qm.Distance.COSINE)
+                 for name, d in {DENSE: dim, **(extra or {})}.items()},
         sparse_vectors={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
         metadata=meta, **(distribution.fields() if distribution is not None else {}))
 
@@ -74,6 +77,7 @@ class ServerStore(VectorStore):
             self._client = AsyncQdrantClient(location=location, path=path)
         self.engine = self._where
         self._dims: dict[str, int] = {}      # collection -> dim, to validate vectors without a round trip
+        self._extra: dict[str, dict[str, int]] = {}   # collection -> its extra dense vectors (name -> dim)
 
     # -- error mapping ------------------------------------------------------------------------------
 
@@ -113,6 +117,7 @@ class ServerStore(VectorStore):
                 raise
             if isinstance(mapped, NotFound) and name:
                 self._dims.pop(name, None)
+                self._extra.pop(name, None)
             raise mapped from exc
 
     # -- collections --------------------------------------------------------------------------------
@@ -122,10 +127,11 @@ class ServerStore(VectorStore):
         sparse = info.config.params.sparse_vectors or {}
         if not isinstance(vectors, dict) or DENSE not in vectors or SPARSE not in sparse:
             return None
-        self._dims[name] = vectors[DENSE].size
+        extra = {n: v.size for n, v in vectors.items() if n != DENSE}
+        self._dims[name], self._extra[name] = vectors[DENSE].size, extra
         return CollectionInfo(name=name, dim=vectors[DENSE].size, points_count=info.points_count or 0,
                               meta=dict(info.config.metadata or {}),
-                              distribution=distribution_of(info.config.params))
+                              distribution=distribution_of(info.config.params), vectors=dict(extra))
 
     async def _info(self, name: str) -> CollectionInfo:
         info = self._to_info(name, await self._call(name, self._client.get_collection(name)))
@@ -138,12 +144,19 @@ class ServerStore(VectorStore):
             await self._info(name)
         return self._dims[name]
 
-    async def _create_collection(self, name: str, dim: int, meta: dict[str, Any]) -> CollectionInfo:
-        return await self._create(name, create_request(dim, meta, None))
+    async def _extra_dims(self, name: str) -> dict[str, int]:
+        if name not in self._extra:
+            await self._info(name)
+        return self._extra[name]
+
+    async def _create_collection(self, name: str, dim: int, meta: dict[str, Any],
+                                 extra: dict[str, int]) -> CollectionInfo:
+        return await self._create(name, create_request(dim, meta, None, extra))
 
     async def _create_distributed(self, name: str, dim: int, meta: dict[str, Any],
-                                  distribution: Distribution = SINGLE) -> CollectionInfo:
-        return await self._create(name, create_request(dim, meta, distribution))
+                                  distribution: Distribution = SINGLE,
+                                  extra: dict[str, int] | None = None) -> CollectionInfo:
+        return await self._create(name, create_request(dim, meta, distribution, extra))
 
     async def _create(self, name: str, request: qm.CreateCollection) -> CollectionInfo:
         if await self._call(name, self._client.collection_exists(name)):
@@ -155,6 +168,7 @@ class ServerStore(VectorStore):
         await self._info(name)          # NotFound when missing (delete itself is idempotent)
         await self._call(name, self._client.delete_collection(name))
         self._dims.pop(name, None)
+        self._extra.pop(name, None)
 
     async def _list_collections(self) -> list[CollectionInfo]:
         names = [c.name for c in (await self._call(None, self._client.get_collections())).collections]
@@ -192,7 +206,7 @@ class ServerStore(VectorStore):
         """Sent in requests of ``UPSERT_BATCH`` points, each acknowledged (``wait=True``) before the next."""
         for batch in batches(points):
             structs = [qm.PointStruct(id=p.id, payload=p.payload, vector={
-                DENSE: p.dense, SPARSE: qm.SparseVector(indices=p.sparse.indices, values=p.sparse.values)})
+                DENSE: p.dense, **p.extra, SPARSE: qm.SparseVector(indices=p.sparse.indices, values=p.sparse.values)})
                 for p in batch]
             await self._call(name, self._client.upsert(name, points=structs, wait=True))
 
@@ -208,8 +222,9 @@ class ServerStore(VectorStore):
     # -- search -------------------------------------------------------------------------------------
 
     @staticmethod
-    def _dense(vector: list[float], limit: int, flt: qm.Filter | None, with_payload: Payload) -> qm.QueryRequest:
-        return qm.QueryRequest(query=vector, using=DENSE, limit=limit, filter=flt, with_payload=with_payload)
+    def _dense(vector: list[float], limit: int, flt: qm.Filter | None, with_payload: Payload,
+               using: str = DENSE) -> qm.QueryRequest:
+        return qm.QueryRequest(query=vector, using=using, limit=limit, filter=flt, with_payload=with_payload)
 
     @staticmethod
     def _sparse(vector: SparseVector, limit: int, flt: qm.Filter | None, with_payload: Payload) -> qm.QueryRequest:
@@ -227,8 +242,8 @@ class ServerStore(VectorStore):
         return [self._hit(p.id, p.score, p.payload) for p in response.points]
 
     async def _search_dense(self, name: str, vector: list[float], limit: int, filter: Filter | None,
-                            with_payload: Payload) -> list[Hit]:
-        return await self._query(name, self._dense(vector, limit, to_client(filter), with_payload))
+                            with_payload: Payload, using: str = DENSE) -> list[Hit]:
+        return await self._query(name, self._dense(vector, limit, to_client(filter), with_payload, using))
 
     async def _search_sparse(self, name: str, vector: SparseVector, limit: int, filter: Filter | None,
                              with_payload: Payload) -> list[Hit]:

@@ -17,7 +17,8 @@ async def create_collection(body: CreateCollection, catalog: CatalogDep) -> dict
                                 bm25_k1=body.bm25_k1, bm25_b=body.bm25_b, shard_number=body.shard_number,
                                 replication_factor=body.replication_factor,
                                 write_consistency_factor=body.write_consistency_factor,
-                                embedding_model=body.embedding_model)
+                                embedding_model=body.embedding_model,
+                                extra_embedding_models=body.extra_embedding_models)
 
 
 @router.get("", response_model=CollectionList)
