@@ -75,10 +75,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--fusion", default=None, help="hybrid fusion (default: the service's)")
     ap.add_argument("--alpha", type=float, default=None)
+    ap.add_argument("--weights", default=None, help='hybrid weights by retriever, JSON (e.g. \'{"keyword": 0.55, '
+                    '"vector": 0.45, "vector:minilm": 0}\' to leave an extra model out)')
     ap.add_argument("--rrf-k", type=int, default=None)
     ap.add_argument("--ingest", action="store_true", help="load the corpus first if the collection is missing")
     ap.add_argument("--embedding-model", default=None,
                     help="with --ingest: the new collection's embedding model (default: the service's)")
+    ap.add_argument("--extra-embedding-models", default=None,
+                    help="with --ingest: the new collection's extra models fused into hybrid, comma-separated")
     ap.add_argument("--limit-docs", type=int, default=None, help="with --ingest: load only N documents")
     ap.add_argument("--limit-queries", type=int, default=None, help="evaluate only the first N queries")
     ap.add_argument("--concurrency", type=int, default=4)
@@ -91,7 +95,9 @@ def main(argv: list[str] | None = None) -> None:
             if not args.ingest:
                 raise SystemExit(f"collection '{collection}' not found at {args.url}; load it with "
                                  f"scripts/ingest.py or pass --ingest")
-            ingest_mod.ensure_collection(client, collection, embedding_model=args.embedding_model)
+            ingest_mod.ensure_collection(client, collection, embedding_model=args.embedding_model,
+                                         extra_embedding_models=args.extra_embedding_models.split(",")
+                                         if args.extra_embedding_models else None)
     if not exists:
         docs = list(ingest_mod.read_documents(args.dataset, args.limit_docs))
         n, s = ingest_mod.load(args.url, collection, docs)
@@ -101,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     qrels = read_qrels(args.qrels)
     if args.limit_queries:
         qrels = dict(list(qrels.items())[:args.limit_queries])
-    extra = {k: v for k, v in {"fusion": args.fusion, "alpha": args.alpha, "rrf_k": args.rrf_k}.items()
+    extra = {k: v for k, v in {"fusion": args.fusion, "alpha": args.alpha, "rrf_k": args.rrf_k,
+                               "weights": json.loads(args.weights) if args.weights else None}.items()
              if v is not None}
     rows = {}
     cols = ["ndcg@10", "recall@100", "p@5", "recall@10", "f1@10", "hit@1", "mrr@10"]
@@ -111,7 +118,9 @@ def main(argv: list[str] | None = None) -> None:
         res["ms/query"] = 1000 * seconds / max(1, res["queries"])
         rows[mode] = res
     with httpx.Client(base_url=args.url, timeout=60) as client:
-        model = client.get(f"/collections/{collection}").json().get("embedding_model")
+        info = client.get(f"/collections/{collection}").json()
+        model = "+".join([info.get("embedding_model") or "?"] +
+                         [e["embedding_model"] for e in info.get("extra_embedding_models") or ()])
     print(f"CPU: {cpu_name()}")
     print(f"collection={collection} embedding_model={model} qrels={args.qrels} queries={next(iter(rows.values()))['queries']} "
           f"hybrid options={extra or 'service defaults'}")

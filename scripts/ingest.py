@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--chunk-words", type=int, default=None, help="chunk size for a new collection")
     ap.add_argument("--embedding-model", default=None, help="a new collection's embedding model (minilm, "
                                                              "multilingual-e5-small; default: the service's)")
+    ap.add_argument("--extra-embedding-models", default=None,
+                    help="a new collection's extra models fused into hybrid search, comma-separated (e.g. minilm "
+                         "on a multilingual-e5-small collection)")
     ap.add_argument("--optimize", action="store_true", help="build the collection's indexes after loading "
                                                              "(worth it for large collections)")
     ap.add_argument("--no-progress", action="store_true")
@@ -37,7 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     docs = list(read_documents(args.corpus, args.limit_docs))
     with httpx.Client(base_url=args.url, timeout=60) as client:
         ensure_collection(client, args.collection, args.recreate, chunk_words=args.chunk_words,
-                          embedding_model=args.embedding_model)
+                          embedding_model=args.embedding_model,
+                          extra_embedding_models=args.extra_embedding_models.split(",")
+                          if args.extra_embedding_models else None)
     n, seconds = load(args.url, args.collection, docs, batch=args.batch, concurrency=args.concurrency,
                       progress=not args.no_progress)
     with httpx.Client(base_url=args.url, timeout=600) as client:

@@ -9,10 +9,12 @@ Weights
 -------
 Each retriever ``r`` has a weight ``w_r >= 0``:
 
-* ``alpha`` (0..1) is the weight of the dense side against ``"keyword"``: ``w_keyword = 1 - alpha`` and
-  the dense retrievers present (``"vector"``, and ``"vector:<model>"`` for a collection's extra embedding
-  models, :func:`is_dense`) share ``alpha`` evenly (``w_vector = alpha`` when it is the only one). With
-  alpha, no other retriever may be present.
+* ``alpha`` (0..1) weighs each dense retriever against ``"keyword"``: ``w_keyword = 1 - alpha`` and every
+  dense retriever present (``"vector"``, and ``"vector:<model>"`` for a collection's extra embedding
+  models, :func:`is_dense`) gets ``w = alpha``. With one, that is the usual convex ``alpha``; with two, the
+  dense side weighs ``2 alpha`` against ``1 - alpha`` (SciFact, BM25 + e5 + MiniLM, the default alpha 0.45:
+  nDCG@10 0.737 against 0.733 for splitting alpha between the two; README "Fusing two embedding
+  models"). With alpha, no other retriever may be present.
 * ``weights`` generalises to N retrievers (e.g. a third one fused in). A retriever absent from
   ``weights`` gets weight 1.0; a name in ``weights`` that is not in ``results`` is an error (typo guard).
 * Neither given: every retriever weighs 1.0 (for the convex methods this is alpha = 0.5).
@@ -137,7 +139,7 @@ def _resolve_weights(names: list[str], weights: dict[str, float] | None,
         other = sorted(set(names) - set(dense) - {"keyword"})
         if other:
             raise ValueError(f"alpha weighs the dense retrievers against 'keyword'; use weights for {other}")
-        return {n: alpha / len(dense) if is_dense(n) else 1.0 - alpha for n in names}
+        return {n: alpha if is_dense(n) else 1.0 - alpha for n in names}
     out = {n: 1.0 for n in names}
     if weights:
         unknown = sorted(set(weights) - set(names))

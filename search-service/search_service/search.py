@@ -8,8 +8,7 @@ Retrievers and the rerank stage are pluggable parts:
   collection with ``extra_embedding_models`` adds one dense retriever per extra model, ``vector:<model>``
   (its own named vector in the store, :meth:`CollectionCatalog.dense`); another kind (e.g. SPLADE) is
   added to ``SearchService.retrievers``. All are fused by name without touching the fusion code (a weight
-  with ``weights={"name": w}``; ``alpha`` is the dense side's total weight, split evenly between the dense
-  retrievers that run).
+  with ``weights={"name": w}``; ``alpha`` weighs each dense retriever that runs against keyword's 1 - alpha).
 * a :class:`Reranker` reorders the fused candidates (``async rerank(query, candidates)``).
 
 Language gate: the query's script (:func:`text.query_script`, the writing system most of its letters
@@ -270,8 +269,6 @@ class SearchService:
                                 f"(covers {', '.join(sorted(specs[n].scripts))})")
                 if q.mode == "hybrid":
                     names.remove(n)
-        if weights is not None and q.alpha is not None:   # alpha: the dense side's weight, over those that run
-            weights = {**weights, **self._weights(q, names)}
         lists = await asyncio.gather(*(retrievers[n].retrieve(ctx) for n in names))
         doc_of = await self.doc_ids.lookup(q.collection, lists)
         per_doc = {n: collapse(hits, doc_of) for n, hits in zip(names, lists)}
@@ -370,8 +367,7 @@ class SearchService:
                chunks: int | None = None) -> tuple[list[Candidate], dict[str, Any] | None]:
         """The ranked candidates and (hybrid) the calibration applied: ``{"confidence", "evidence",
         "weights", "bm25_scale"}``. ``specs``: each dense retriever's EmbeddingModel (its calibration);
-        ``weights``: every retriever's resolved fusion weight (``_weights``, alpha split over the dense
-        retrievers that ran); ``chunks``: the collection's BM25 vectors (its chunks), which set the keyword
+        ``weights``: every retriever's resolved fusion weight (``_weights``); ``chunks``: the collection's BM25 vectors (its chunks), which set the keyword
         evidence's scale."""
         if q.mode == "vector":
             return [Candidate(d, min(1.0, max(0.0, s)), pid, {"vector": (i + 1, s)})
@@ -384,9 +380,9 @@ class SearchService:
         if weights is None:
             weights = self._weights(q)
         points = {n: {d: pid for d, _, pid in entries} for n, entries in per_doc.items()}
-        # the resolved weights of the retrievers that ran (with alpha: split over the dense ones that ran, so
-        # alpha with only "vector" and "keyword" is exactly fuse(alpha=...)); all 0 (a lone list weighted 0
-        # by the request): unweighted — a lone list's fused ranking and scores do not depend on it
+        # the resolved weights of the retrievers that ran (alpha with only "vector" and "keyword" is exactly
+        # fuse(alpha=...)); all 0 (a lone list weighted 0 by the request): unweighted — a lone list's fused
+        # ranking and scores do not depend on it
         fw: dict[str, float] | None = {n: weights[n] for n in per_doc}
         fw = fw if sum(fw.values()) > 0 else None
         with self.metrics.stage("fuse"):

@@ -243,10 +243,13 @@ def test_collections_create_upload_with_progress_and_delete_with_the_admin_key(b
     assert row[0].find_elements(By.TAG_NAME, "td")[1].text == str(len(docs))
     assert "view=collections" in browser.current_url
     Select(browser.find_element(By.ID, "new-embedding-model")).select_by_value("multilingual-e5-small")
+    Select(browser.find_element(By.ID, "new-extra-model")).select_by_value("minilm")
     browser.find_element(By.ID, "new-name").send_keys("ui-upload" + Keys.ENTER)
     new = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-collection='ui-upload']"), "the new collection")
-    assert new[0].find_elements(By.TAG_NAME, "td")[3].text == "multilingual-e5-small"
-    assert stack["client"].get("/collections/ui-upload").json()["embedding_model"] == "multilingual-e5-small"
+    assert new[0].find_elements(By.TAG_NAME, "td")[3].text == "multilingual-e5-small + minilm"
+    created = stack["client"].get("/collections/ui-upload").json()
+    assert created["embedding_model"] == "multilingual-e5-small"
+    assert [e["embedding_model"] for e in created["extra_embedding_models"]] == ["minilm"]
     assert browser.find_element(By.ID, "upload-collection").get_attribute("value") == "ui-upload"
     browser.find_element(By.ID, "upload-file").send_keys(str(upload))
     browser.find_element(By.ID, "upload-button").click()

@@ -1,7 +1,7 @@
 """A collection that fuses more than one embedding model (``extra_embedding_models``), over HTTP.
 
 A multilingual-e5-small collection with MiniLM as an extra model: every chunk gets both vectors, an English
-hybrid query fuses BM25 + e5 + MiniLM (alpha split evenly over the dense side), a Korean one skips MiniLM by
+hybrid query fuses BM25 + e5 + MiniLM (alpha weighs each dense retriever against keyword's 1 - alpha), a Korean one skips MiniLM by
 the language gate (two-way, as on a plain e5 collection), the MiniLM retriever is the same ranking a MiniLM
 collection gives, and bad requests are 422/503 naming what is wrong."""
 from __future__ import annotations
@@ -51,7 +51,7 @@ def test_english_queries_fuse_three_retrievers(client, three_way, fixture_corpus
         ex = body["explain"]["retrievers"]
         assert set(ex) == {"keyword", "vector", "vector:minilm"} and all(r["used"] for r in ex.values()), ex
         assert ex["keyword"]["weight"] == pytest.approx(1 - ALPHA)
-        assert ex["vector"]["weight"] == pytest.approx(ALPHA / 2) == ex["vector:minilm"]["weight"]
+        assert ex["vector"]["weight"] == pytest.approx(ALPHA) == ex["vector:minilm"]["weight"]
         assert ex["vector:minilm"]["embedding_model"] == MODELS["minilm"].model_id
         # each dense side's evidence uses its own model's calibration (e5's cosines sit near 0.8, MiniLM's lower)
         for name in ("vector", "vector:minilm"):
@@ -86,7 +86,7 @@ def test_korean_queries_skip_minilm_by_the_language_gate(client, three_way):
         ex = body["explain"]["retrievers"]
         assert ex["vector:minilm"]["used"] is False and "Hangul" in ex["vector:minilm"]["reason"], ex
         assert ex["vector"]["used"] and ex["keyword"]["used"]
-        # alpha is the dense side's weight over the dense retrievers that ran: e5 alone gets all of it
+        # as on a plain e5 collection: e5 alpha, keyword 1 - alpha
         assert ex["vector"]["weight"] == pytest.approx(ALPHA) and ex["keyword"]["weight"] == pytest.approx(1 - ALPHA)
         assert body["results"][0]["id"] == expected, (query, body["results"][:2])
 

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from search_service.fusion import DEFAULT_METHOD, METHODS, FusedHit, fuse
+from search_service.fusion import DEFAULT_METHOD, METHODS, FusedHit, fuse, is_dense, resolve_weights
 
 VEC = [("a", 0.9), ("b", 0.8), ("c", 0.5)]
 KW = [("b", 12.0), ("d", 6.0), ("a", 3.0)]
@@ -251,3 +251,17 @@ def test_bad_arguments_raise_value_error(kwargs, msg):
 def test_alpha_refuses_other_retrievers():
     with pytest.raises(ValueError, match="use weights"):
         fuse({"vector": VEC, "keyword": KW, "third": [("x", 1.0)]}, alpha=0.5)
+
+
+def test_alpha_weighs_each_dense_retriever_against_keyword():
+    """``vector:<model>`` (a collection's extra embedding model) is dense: alpha gives it alpha too."""
+    assert resolve_weights(["keyword", "vector", "vector:minilm"], alpha=0.45) == pytest.approx(
+        {"keyword": 0.55, "vector": 0.45, "vector:minilm": 0.45})
+    assert resolve_weights(["keyword", "vector"], alpha=0.3) == pytest.approx({"keyword": 0.7, "vector": 0.3})
+    assert is_dense("vector:multilingual-e5-small") and not is_dense("vectorish") and not is_dense("keyword")
+    three = {"vector": VEC, "vector:minilm": list(reversed(VEC)), "keyword": KW}
+    by_alpha = fuse(three, method="zscore", alpha=0.45)
+    by_weights = fuse(three, method="zscore", weights={"keyword": 0.55, "vector": 0.45, "vector:minilm": 0.45})
+    assert [(h.id, h.score) for h in by_alpha] == [(h.id, pytest.approx(h.score)) for h in by_weights]
+    with pytest.raises(ValueError, match="use weights"):
+        resolve_weights(["keyword", "vector", "splade"], alpha=0.5)

@@ -26,9 +26,13 @@ class SearchRequest(BaseModel):
     score_threshold: float | None = Field(None, ge=0.0, le=1.0,
                                           description="Drop results whose normalised score is below this (0-1).")
     fusion: FusionName | None = Field(None, description="Fusion method (hybrid only); default from settings.")
-    alpha: float | None = Field(None, ge=0.0, le=1.0, description="Weight of the vector retriever (convex fusions).")
+    alpha: float | None = Field(None, ge=0.0, le=1.0,
+                                description="Weight of each dense retriever against keyword's 1 - alpha (convex "
+                                            "fusions): `vector`, and `vector:<model>` for each extra embedding "
+                                            "model of the collection.")
     weights: dict[str, float] | None = Field(None, description="Per-retriever weights, e.g. {\"vector\": 0.6, "
-                                                               "\"keyword\": 0.4}.")
+                                                               "\"keyword\": 0.4}; a collection with extra "
+                                                               "embedding models adds `vector:<model>` names.")
     rrf_k: int | None = Field(None, ge=1, le=10_000, description="RRF constant k (ranks from 1).")
     filter: dict[str, Any] | None = Field(None, description="Payload filter: must/should/must_not of "
                                                             "{key, match|range} conditions, nestable.")

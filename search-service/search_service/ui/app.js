@@ -203,7 +203,8 @@ async function loadCollectionsTable() {
     const del = el("button", { type: "button", className: "danger", textContent: "Delete" });
     del.setAttribute("aria-label", `Delete collection ${c.name}`);
     del.addEventListener("click", () => deleteCollection(c.name));
-    const model = c.embedding_model || c.model_id || `(${c.dim})`;
+    const extra = (d?.extra_embedding_models || []).map((e) => ` + ${e.embedding_model}`).join("");
+    const model = (c.embedding_model || c.model_id || `(${c.dim})`) + extra;
     const state = !d ? "" : !d.model_loaded ? ": not loaded by this service" : !d.model_matches ? ": not the served build" : "";
     const tr = el("tr", {}, el("td", {}, link), el("td", { className: "num", textContent: d ? d.documents : "?" }),
       el("td", { className: "num", textContent: c.chunks }),
@@ -233,6 +234,7 @@ async function createCollection(ev) {
   const body = { name: $("new-name").value.trim() };
   if ($("new-chunk-words").value) body.chunk_words = Number($("new-chunk-words").value);
   if ($("new-embedding-model").value) body.embedding_model = $("new-embedding-model").value;
+  if ($("new-extra-model").value) body.extra_embedding_models = [$("new-extra-model").value];
   try {
     await postJSON("/collections", body);
     showInfo(`Created collection '${body.name}'.`);
