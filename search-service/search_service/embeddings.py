@@ -68,11 +68,19 @@ class EncoderBackend(Protocol):
     def close(self) -> None: ...
 
 
+# The quantized encoder graphs hold each residual as Add + LayerNormalization; onnxruntime would fuse them into
+# SkipLayerNormalization at session creation, whose CPU kernel (1.32) is several times slower than the two
+# it replaces (~47 vs ~15 us per call on a 22-token query): left unfused, a query embeds ~15 % faster
+# (``python scripts/dev/bench_layernorm.py``; README "Embedding models").
+DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+
+
 class OrtBackend:
     """An encoder graph (input_ids, attention_mask[, token_type_ids] -> last_hidden_state) on onnxruntime's
     CPU provider; texts right-padded to the longest of the call, mean-pooled over the mask, L2-normalised."""
 
-    def __init__(self, model_file: str | Path, *, pad_id: int = 0, intra_op_threads: int = 1) -> None:
+    def __init__(self, model_file: str | Path, *, pad_id: int = 0, intra_op_threads: int = 1,
+                 disabled_optimizers: Sequence[str] = DISABLED_OPTIMIZERS) -> None:
         import onnxruntime as ort
 
         from stack_common.ort import session_options
@@ -81,7 +89,7 @@ class OrtBackend:
         self.pad_id = int(pad_id)
         self._session = ort.InferenceSession(
             self.model_file, sess_options=session_options(intra_op_threads=intra_op_threads),
-            providers=["CPUExecutionProvider"])
+            providers=["CPUExecutionProvider"], disabled_optimizers=list(disabled_optimizers))
         self._input_names = {i.name for i in self._session.get_inputs()}
         dim = self._session.get_outputs()[0].shape[-1]
         self.dim = dim if isinstance(dim, int) else None

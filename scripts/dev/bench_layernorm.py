@@ -1,0 +1,93 @@
+#!/usr/bin/env python
+"""The served encoders with and without onnxruntime's SkipLayerNormFusion, interleaved in one run.
+
+    python scripts/dev/bench_layernorm.py                  # 200 SciFact queries, 64 abstracts, both models
+
+The quantized graphs hold each residual as ``Add`` + ``LayerNormalization``; at session creation
+onnxruntime fuses them into ``SkipLayerNormalization``, whose CPU kernel (1.32) is several times slower
+than the two unfused kernels (~47 us vs ~15 us per call for a 22-token query). ``OrtBackend`` therefore
+creates its sessions with ``disabled_optimizers=["SkipLayerNormFusion"]``. This script measures what that
+buys per model: median ms per query (one query per call, as a lone search embeds it) and documents/s
+(batches of 8, <= 256 tokens, as ingestion embeds them), each configuration run in turn per item so
+drift hits all alike; the cosine between the two configurations' vectors; the CPU; the command.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+
+import numpy as np
+
+from search_service.embedding_models import MODELS
+from search_service.embeddings import Embedder, OrtBackend
+from stack_dev.beir import iter_jsonl
+from stack_dev.machine import cpu_name
+from stack_dev.procs import ROOT
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "beir" / "scifact"))
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--docs", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    qs = [q["text"] for q in itertools.islice(iter_jsonl(f"{args.dataset}/queries.jsonl"), args.queries)]
+    docs = [f"{d.get('title') or ''}\n{d['text']}"
+            for d in itertools.islice(iter_jsonl(f"{args.dataset}/corpus.jsonl"), args.docs)]
+
+    configs = {}
+    for model in MODELS:
+        served = Embedder.load(model, ROOT / "models")                       # SkipLayerNormFusion disabled
+        fused = Embedder.load(model, ROOT / "models")
+        fused.backend = OrtBackend(served.backend.model_file, pad_id=served.backend.pad_id, disabled_optimizers=[])
+        configs[(model, "served (unfused Add + LayerNormalization)")] = served
+        configs[(model, "with SkipLayerNormFusion (onnxruntime's default)")] = fused
+    for e in configs.values():                                               # warm up
+        for q in qs[:10]:
+            e.encode([q], kind="query")
+        e.encode(docs[:8], batch_size=8, max_tokens=256)
+
+    q_times = {k: [] for k in configs}
+    d_times = {k: [] for k in configs}
+    for rnd in range(args.rounds):
+        for i, q in enumerate(qs):
+            keys = list(configs) if (i + rnd) % 2 == 0 else list(reversed(list(configs)))
+            for k in keys:
+                t0 = time.perf_counter()
+                configs[k].encode([q], kind="query")
+                q_times[k].append(time.perf_counter() - t0)
+        for start in range(0, len(docs), 8):
+            keys = list(configs) if (start // 8 + rnd) % 2 == 0 else list(reversed(list(configs)))
+            for k in keys:
+                t0 = time.perf_counter()
+                configs[k].encode(docs[start:start + 8], batch_size=8, max_tokens=256)
+                d_times[k].append(time.perf_counter() - t0)
+
+    print(f"CPU: {cpu_name()}")
+    print(f"{len(qs)} SciFact queries one at a time and {len(docs)} abstracts in batches of 8 (<= 256 tokens), "
+          f"{args.rounds} interleaved rounds, 1 intra-op thread")
+    print("| model | session | ms/query (median) | docs/s | vs onnxruntime's default: query / docs | cosine min |")
+    print("|---|---|---|---|---|---|")
+    for model in MODELS:
+        (sk, served), (fk, fused) = [(k, e) for k, e in configs.items() if k[0] == model]
+        cos = min(float(np.dot(served.encode([q], kind="query")[0], fused.encode([q], kind="query")[0]))
+                  for q in qs[:50])
+        for k in (sk, fk):
+            qm = 1000 * np.median(q_times[k])
+            dps = args.rounds * len(docs) / sum(d_times[k])
+            q_speed = np.median(q_times[fk]) / np.median(q_times[k])
+            d_speed = sum(d_times[fk]) / sum(d_times[k])
+            print(f"| {model} | {k[1]} | {qm:.2f} | {dps:.1f} | {q_speed:.2f}× / {d_speed:.2f}× | "
+                  f"{cos:.5f} |")
+    ratio = {s: np.median(q_times[("multilingual-e5-small", s)]) / np.median(q_times[("minilm", s)])
+             for s in {k[1] for k in configs}}
+    for s, r in sorted(ratio.items()):
+        print(f"e5 / MiniLM ms per query, {s}: {r:.2f}×")
+    print("command: python " + " ".join(sys.argv))
+
+
+if __name__ == "__main__":
+    main()
