@@ -122,3 +122,20 @@ def test_an_extra_model_that_is_not_loaded_is_503(tmp_path, redis_url):
         assert r.status_code == 503, r.text
         assert "minilm" in r.json()["error"]["message"] and "SEARCH_EMBEDDING_MODELS" in r.json()["error"]["message"]
         assert c.get("/collections/x").status_code == 404
+
+
+def test_fused_scores_still_express_confidence(client, three_way, fixture_corpus):
+    """Three calibrated retrievers: junk (stopwords, emoji, off-topic) scores low, relevant hits high, so
+    ``score_threshold: 0.5`` still separates them (as on one-model collections)."""
+    _, queries = fixture_corpus
+    junk = {}
+    for q in ("the of and", "🙂🙂🙂", "what is it about", "cheap flights to paris"):
+        res = _hybrid(client, three_way, q)["results"]
+        junk[q] = res[0]["score"] if res else 0.0
+    relevant = []
+    for q in queries:
+        res = _hybrid(client, three_way, q["query"])["results"]
+        relevant += [h["score"] for h in res[:10] if h["id"] in q["relevant"]]
+    assert max(junk.values()) < 0.4, junk                     # measured (AMD): 0.08-0.16
+    assert len(relevant) >= len(queries) and min(relevant) > max(junk.values()), (relevant, junk)
+    assert sum(s >= 0.5 for s in relevant) >= 0.8 * len(relevant), relevant    # measured: 12 of 13
