@@ -44,9 +44,9 @@ from stack_common.errors import InvalidRequest
 from . import fusion
 from .cache import SearchCache
 from .collections import CollectionCatalog
-from .embeddings import Embedder
 from .core.metrics import Metrics
 from .core.settings import Settings
+from .embeddings import Embedder
 from .highlight import DEFAULT_SNIPPET_CHARS, Highlighter
 from .store.base import Filter, Hit, SparseVector, VectorStore
 from .text import has_hangul, query_script
