@@ -11,7 +11,7 @@ Per question and in aggregate:
   words, or ending in ':' like "The answer is:"): ``search_service.grounding.not_an_answer``, the service's
   own check;
 * groundedness — the share of the answer's sentences supported by a sentence of the returned sources: MiniLM
-  cosine >= the threshold (``search_service.grounding.SUPPORT_THRESHOLD``; ``--calibrate`` measures it);
+  cosine >= the threshold (the judge model's ``EmbeddingModel.support_threshold``: MiniLM 0.6; ``--calibrate`` measures it);
   "grounded" = at least one supported sentence;
 * citation validity — every cited id (the response's ``citations`` and ``[id]`` markers in the text) is a
   returned source; "cited" = at least one valid citation and no invalid one;
@@ -83,16 +83,17 @@ def read_stream(client: httpx.Client, body: dict) -> dict:
 class Judge:
     """Sentence support with the project's embedding model (search_service.grounding)."""
 
-    def __init__(self, models_dir: Path) -> None:
+    def __init__(self, models_dir: Path, model: str = "minilm") -> None:
         from search_service.embeddings import Embedder
-        from search_service.grounding import SUPPORT_THRESHOLD, split_sentences
+        from search_service.grounding import split_sentences
 
-        self.embedder = Embedder.load("minilm", models_dir, intra_op_threads=1)
+        self.embedder = Embedder.load(model, models_dir, intra_op_threads=1)
         self.split = split_sentences
-        self.threshold = SUPPORT_THRESHOLD
+        self.threshold = self.embedder.spec.support_threshold
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        return self.embedder.encode(texts) if texts else np.zeros((0, 384), dtype=np.float32)
+        # symmetric comparisons: the query prefix on both sides (e5's advice; MiniLM has none), as RAG does
+        return self.embedder.encode(texts, kind="query") if texts else np.zeros((0, 384), dtype=np.float32)
 
     def support(self, answer: str, source_texts: list[str]) -> tuple[int, int]:
         """(supported answer sentences, answer sentences)."""
@@ -105,7 +106,7 @@ class Judge:
 
 
 def evaluate(args, queries: dict[str, str], qrels: dict[str, dict[str, int]]) -> list[dict]:
-    judge = Judge(args.models_dir)
+    judge = Judge(args.models_dir, args.judge_model)
     docs: dict[str, str] = {}
     rows = []
     with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
@@ -169,7 +170,7 @@ def calibrate(args, queries: dict[str, str], qrels: dict[str, dict[str, int]]) -
     shows what a bi-encoder cannot tell apart."""
     import random
 
-    judge = Judge(args.models_dir)
+    judge = Judge(args.models_dir, args.judge_model)
     corpus = read_corpus(Path(args.dataset))
     rng = random.Random(7)
     ids = sorted(corpus)
@@ -213,6 +214,8 @@ def main() -> None:
     ap.add_argument("--models-dir", type=Path, default=Path(__file__).resolve().parents[1] / "models")
     ap.add_argument("--timeout", type=float, default=120)
     ap.add_argument("--calibrate", action="store_true", help="measure the support threshold instead")
+    ap.add_argument("--judge-model", default="minilm", help="embedding model that judges support (minilm; "
+                    "multilingual-e5-small, which /rag uses for text outside MiniLM's scripts, e.g. Korean)")
     ap.add_argument("--verbose", action="store_true", help="print each question's row")
     args = ap.parse_args()
     queries = read_queries(Path(args.dataset) / "queries.jsonl")

@@ -6,16 +6,18 @@
 * :func:`select_context` — the query-relevant sentences of the top passages within a budget: each passage
   keeps its id and its sentences stay in their original order.
 * :func:`attribute` — each answer sentence matched to the source sentences that support it (cosine of the
-  embeddings at or above ``SUPPORT_THRESHOLD``): Cohere-style citation spans into the answer.
+  embeddings at or above the grounding model's threshold): Cohere-style citation spans into the answer.
 * :func:`strip_unknown_markers` — ``[id]`` markers the model wrote that name no returned source are removed.
 * :func:`extractive_answer` — the best-supported source sentences, cited, for when nothing generated holds.
 * :func:`not_an_answer` — why a generated text is no answer at all: empty, a stub ("The answer is:") or an
   echo of the question (small models do all three).
 
-``SUPPORT_THRESHOLD``: a sentence counts as supported by a source sentence when their MiniLM cosine is at
-least this. ``python scripts/eval_rag.py --calibrate`` measures it on SciFact (a claim against the sentences
-of its relevant abstracts vs the sentences of other abstracts retrieved for it); the README gives the
-figures behind the value.
+The threshold: a sentence counts as supported by a source sentence when their cosine under the grounding
+model is at least that model's ``EmbeddingModel.support_threshold`` (MiniLM 0.6 = ``SUPPORT_THRESHOLD``, the
+default here; multilingual-e5-small 0.86, whose cosines sit higher). ``python scripts/eval_rag.py
+--calibrate [--judge-model M]`` measures it (a claim or question against the sentences of its relevant
+documents vs those of other retrieved and of random ones: SciFact for MiniLM, the Korean set for e5); the
+README gives the figures behind the values.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-SUPPORT_THRESHOLD = 0.6
+SUPPORT_THRESHOLD = 0.6      # MiniLM's (search_service.embedding_models: minilm.support_threshold)
 CHARS_PER_TOKEN = 4     # estimate for English text with BPE tokenizers; digits/symbols/Korean take more
 
 # A sentence ends at . ! ? (or their full-width forms) followed by space, or at a line break; the period of

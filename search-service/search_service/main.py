@@ -91,9 +91,9 @@ async def lifespan(app: FastAPI):
         llm = LLMClient(s.llm_url, timeout_s=s.llm_timeout_s, connect_timeout_s=s.llm_connect_timeout_s,
                         api_key=s.llm_api_key.get_secret_value() if s.llm_api_key else None)
         app.state.llm = llm
-        # Grounding (citations, the extractive fallback) compares sentences with MiniLM: its thresholds were
-        # calibrated on that model's cosines (search_service.grounding), whatever model a collection retrieves with.
-        app.state.rag = RagService(app.state.searcher, llm, embedders.get("minilm") or embedders.get(embedders.default))
+        # Grounding (citations, the extractive fallback) compares sentences with MiniLM, or with a model that
+        # covers the request's scripts (Korean: e5), each at its own calibrated threshold (RagService.grounder)
+        app.state.rag = RagService(app.state.searcher, llm, embedders)
         log.info("search service ready", extra={
             "startup_s": round(time.perf_counter() - t0, 2), "embedding_models": embedders.keys(),
             "store": "embedded" if not s.qdrant_url else s.qdrant_url.split("@")[-1],

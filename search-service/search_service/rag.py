@@ -10,6 +10,11 @@ sentence matched to the source sentences that support it (citation spans) → a 
   (``extractive_fallback: false``), replaced by an extractive answer — the source sentences closest to the
   question, cited — with ``answer_type: "extractive"``, the model's text in ``generated_answer`` and
   ``replaced_because`` (unsupported; or empty, stub, echo: a text that is no answer is replaced too).
+* The grounding model (context selection, citations, the extractive answer) is chosen per request by the
+  scripts of the question and the retrieved texts (:meth:`RagService.grounder`): MiniLM when it covers them
+  all (English), else a loaded model that does (multilingual-e5-small for Korean), each with its own
+  calibrated support threshold (``EmbeddingModel.support_threshold``). MiniLM cannot tell a Korean answer's
+  source from random Korean text (``scripts/eval_rag.py --calibrate --judge-model``, README "RAG").
 * Conversation: earlier turns (``messages``) go into the prompt, and a follow-up question is made
   standalone for retrieval by prefixing the previous question (:func:`standalone_query`).
 
@@ -32,7 +37,9 @@ from stack_common import sse
 from . import grounding
 from .grounding import ContextPassage, estimate_tokens
 from .llm_client import LLMClient, LLMRejected, LLMUnavailable
+from .embeddings import Embedder, Embedders
 from .search import SearchQuery, SearchService
+from .text import query_script
 
 # The prompt's shape was chosen with scripts/eval_rag.py on SciFact and a few plain questions (README "RAG"): a
 # 135M instruct model given "Sources: ... Question: ..." and rules in the system message mostly answered "The
@@ -113,11 +120,30 @@ def _source(p: ContextPassage) -> dict[str, Any]:
     return {"id": p.id, "title": p.title, "score": p.score, "sentences": p.sentences}
 
 
+@dataclass
+class Prepared:
+    """A request's grounding model and what it embedded: the query, and each result's sentences."""
+    embedder: Embedder
+    qvec: np.ndarray
+    sentences: list[list[str]]
+    vectors: list[np.ndarray]
+
+
 class RagService:
-    def __init__(self, searcher: SearchService, llm: LLMClient, embedder) -> None:
+    def __init__(self, searcher: SearchService, llm: LLMClient, embedders: Embedders) -> None:
         self.searcher = searcher
         self.llm = llm
-        self.embedder = embedder
+        self.embedders = embedders
+
+    def grounder(self, query: str, results: list[dict[str, Any]]) -> Embedder:
+        """The model that grounds this answer: the first loaded of MiniLM (its thresholds are the project's
+        reference) and then the others whose scripts cover the question's and every result's script; MiniLM
+        (or the default model) when none covers them all."""
+        scripts = {s for s in (query_script(query), *(query_script(r.get("text") or "") for r in results)) if s}
+        minilm = self.embedders.get("minilm")
+        ordered = ([minilm] if minilm else []) + [e for e in self.embedders.values() if e is not minilm]
+        return next((e for e in ordered if scripts <= e.spec.scripts),
+                    minilm or self.embedders.get(self.embedders.default))
 
     # -- retrieval and context ----------------------------------------------------------------------
     async def _retrieve(self, q: SearchQuery, p: RagParams) -> tuple[str, list[dict[str, Any]], float]:
@@ -126,25 +152,31 @@ class RagService:
         found = await self.searcher.search(q if query == q.query else dataclasses.replace(q, query=query))
         return query, found["results"], (time.perf_counter() - t0) * 1000
 
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        return self.embedder.encode(texts) if texts else np.zeros((0, self.embedder.dim), dtype=np.float32)
+    @staticmethod
+    def _embed(embedder: Embedder, texts: list[str]) -> np.ndarray:
+        # symmetric comparisons (question or answer sentence vs source sentence): the query prefix on both sides
+        if not texts:
+            return np.zeros((0, embedder.dim), dtype=np.float32)
+        return embedder.encode(texts, kind="query")
 
-    async def _prepare(self, query: str, results: list[dict[str, Any]]):
-        """Sentences of every result and their embeddings, and the query's (one embedding call)."""
+    async def _prepare(self, query: str, results: list[dict[str, Any]]) -> Prepared:
+        """The grounding model, the sentences of every result and their embeddings, and the query's (one
+        embedding call)."""
+        embedder = self.grounder(query, results)
         sentences = [[s.text for s in grounding.split_sentences(r.get("text") or "")] for r in results]
         flat = [s for ss in sentences for s in ss]
-        vecs = await asyncio.to_thread(self._embed, [query, *flat])
+        vecs = await asyncio.to_thread(self._embed, embedder, [query, *flat])
         qvec, rest, per = vecs[0], vecs[1:], []
         for ss in sentences:
             per.append(rest[:len(ss)])
             rest = rest[len(ss):]
-        return qvec, sentences, per
+        return Prepared(embedder, qvec, sentences, per)
 
     # -- answer -------------------------------------------------------------------------------------
-    async def _ask(self, question: str, results: list[dict[str, Any]], prepared, p: RagParams, call):
+    async def _ask(self, question: str, results: list[dict[str, Any]], prepared: Prepared, p: RagParams, call):
         """Select the context, call llm-service; if the prompt did not fit its context, select within a
         smaller budget (twice at most). Returns (call's result, context)."""
-        qvec, sentences, vectors = prepared
+        qvec, sentences, vectors = prepared.qvec, prepared.sentences, prepared.vectors
         budget = p.context_tokens
         for attempt in range(3):
             context = grounding.select_context(qvec, results, sentences, vectors, budget, p.sentences_per_passage)
@@ -174,20 +206,21 @@ class RagService:
     def _llm_params(self, p: RagParams) -> dict[str, Any]:
         return {"model": p.model, "max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p}
 
-    async def _check(self, generated: str, question: str, qvec: np.ndarray, context: list[ContextPassage],
+    async def _check(self, generated: str, question: str, prepared: Prepared, context: list[ContextPassage],
                      p: RagParams) -> dict[str, Any]:
         """Attribution and the grounding check of a generated answer: the response fields they decide. An
         answer is replaced (with the fallback on) when no sentence of it is supported, or when it is no
         answer at all (empty, a stub, the question repeated: ``replaced_because`` says which)."""
         answer, _ = grounding.strip_unknown_markers(generated, {c.id for c in context})
         sents = grounding.split_sentences(answer)
-        vecs = await asyncio.to_thread(self._embed, [s.text for s in sents])
-        citations = grounding.attribute(answer, vecs, sents, context)
+        emb = prepared.embedder
+        vecs = await asyncio.to_thread(self._embed, emb, [s.text for s in sents])
+        citations = grounding.attribute(answer, vecs, sents, context, threshold=emb.spec.support_threshold)
         out: dict[str, Any] = {"answer": answer, "citations": [c.as_dict() for c in citations],
                                "grounded": bool(citations), "answer_type": "generated"}
         why = grounding.not_an_answer(answer, question) or (None if citations else "unsupported")
         if why and p.extractive_fallback and context:
-            text, cites = grounding.extractive_answer(qvec, context)
+            text, cites = grounding.extractive_answer(prepared.qvec, context)
             out.update(answer=text, citations=[c.as_dict() for c in cites], answer_type="extractive",
                        generated_answer=answer, replaced_because=why)
         return out
@@ -198,7 +231,7 @@ class RagService:
         prepared = await self._prepare(query, results)
         out, context = await self._ask(q.query, results, prepared, p, self.llm.chat)
         choice = out["choices"][0]
-        checked = await self._check(choice["message"]["content"] or "", q.query, prepared[0], context, p)
+        checked = await self._check(choice["message"]["content"] or "", q.query, prepared, context, p)
         return {
             **checked,
             "finish_reason": choice.get("finish_reason"),
@@ -249,7 +282,7 @@ class RagService:
             except StopAsyncIteration:
                 # "answer": the text the citation spans point into (the deltas without markers that name no
                 # returned source, or the extractive answer that replaces them)
-                checked = await self._check("".join(text), q.query, prepared[0], context, p)
+                checked = await self._check("".join(text), q.query, prepared, context, p)
                 yield sse.encode({"finish_reason": finish, "usage": usage, **checked}, "done")
                 yield sse.DONE
             except LLMUnavailable as exc:

@@ -67,6 +67,25 @@ def load_fixture_corpus() -> tuple[list[dict], list[dict]]:
     return docs, [{"query": queries[q], "relevant": sorted(qrels[q])} for q in chosen]
 
 
+KOREAN_EVAL = REPO / "scripts" / "data" / "korean_eval"
+
+
+def korean_subset(n_topics: int = 4) -> tuple[list[dict], list[dict]]:
+    """A few topics of the project's Korean set: their passages (for the API) and the questions about them
+    ``[{query, relevant}]`` (one answering passage each)."""
+    import json
+
+    corpus = [json.loads(line) for line in (KOREAN_EVAL / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
+    queries = {q["_id"]: q for q in map(json.loads,
+                                        (KOREAN_EVAL / "queries.jsonl").read_text(encoding="utf-8").splitlines())}
+    topics = sorted({d["_id"].split("-")[0] for d in corpus})[:n_topics]
+    docs = [{"id": d["_id"], "title": d.get("title"), "text": d["text"]} for d in corpus
+            if d["_id"].split("-")[0] in topics]
+    ids = {d["id"] for d in docs}
+    rel = [line.split("\t") for line in (KOREAN_EVAL / "qrels" / "test.tsv").read_text().splitlines()[1:]]
+    return docs, [{"query": queries[q]["text"], "relevant": d} for q, d, _ in rel if d in ids]
+
+
 def service_env(data_dir: Path, redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
     env = {"SEARCH_DATA_DIR": str(data_dir), "SEARCH_REDIS_URL": redis_url, "SEARCH_CACHE_PREFIX": prefix,
            "SEARCH_LOG_JSON": "true", "SEARCH_REDIS_TIMEOUT_S": "0.2"}

@@ -3,29 +3,11 @@ validated (unknown -> 422 naming the available ones), and a collection whose mod
 answers 503 (never a 500) until a process that loads it opens the same data — with nothing lost."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 from pydantic import ValidationError
 
 from search_service.core.settings import Settings
-from tests.search_service.service_fixtures import app_settings, ingest, serve_in_process
-
-KOREAN = Path(__file__).resolve().parents[2] / "scripts" / "data" / "korean_eval"
-
-
-def _korean(n_topics: int = 4) -> tuple[list[dict], list[dict]]:
-    """A few topics of the project's Korean set: their passages and the questions about them."""
-    corpus = [json.loads(line) for line in (KOREAN / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
-    queries = {q["_id"]: q for q in map(json.loads, (KOREAN / "queries.jsonl").read_text(encoding="utf-8").splitlines())}
-    topics = sorted({d["_id"].split("-")[0] for d in corpus})[:n_topics]
-    docs = [{"id": d["_id"], "title": d.get("title"), "text": d["text"]} for d in corpus
-            if d["_id"].split("-")[0] in topics]
-    ids = {d["id"] for d in docs}
-    rel = [line.split("\t") for line in (KOREAN / "qrels" / "test.tsv").read_text().splitlines()[1:]]
-    qs = [{"query": queries[q]["text"], "relevant": d} for q, d, _ in rel if d in ids]
-    return docs, qs
+from tests.search_service.service_fixtures import app_settings, ingest, korean_subset as _korean, serve_in_process
 
 
 def test_a_collection_records_and_uses_its_model(client, unique_name):
