@@ -35,9 +35,9 @@ import numpy as np
 from stack_common import sse
 
 from . import grounding
+from .embeddings import Embedder, Embedders
 from .grounding import ContextPassage, estimate_tokens
 from .llm_client import LLMClient, LLMRejected, LLMUnavailable
-from .embeddings import Embedder, Embedders
 from .search import SearchQuery, SearchService
 from .text import query_script
 
