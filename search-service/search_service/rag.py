@@ -128,6 +128,10 @@ class Prepared:
     sentences: list[list[str]]
     vectors: list[np.ndarray]
 
+    def grounding(self) -> dict[str, Any]:
+        """What the response says of it (``grounding``)."""
+        return {"model": self.embedder.spec.key, "threshold": self.embedder.spec.support_threshold}
+
 
 class RagService:
     def __init__(self, searcher: SearchService, llm: LLMClient, embedders: Embedders) -> None:
@@ -188,18 +192,18 @@ class RagService:
                 whole = sum(estimate_tokens(m["content"]) for m in messages)
                 smaller = shrink_budget(used, whole, exc) if attempt < 2 else None
                 if smaller is None:
-                    exc.details = self._failure_details(qvec, context, p)
+                    exc.details = self._failure_details(prepared, context, p)
                     raise
                 budget = smaller
             except LLMUnavailable as exc:
-                exc.details = self._failure_details(qvec, context, p)
+                exc.details = self._failure_details(prepared, context, p)
                 raise
         raise AssertionError("unreachable")
 
-    def _failure_details(self, qvec: np.ndarray, context: list[ContextPassage], p: RagParams) -> dict[str, Any]:
-        details: dict[str, Any] = {"sources": [_source(c) for c in context]}
+    def _failure_details(self, prepared: Prepared, context: list[ContextPassage], p: RagParams) -> dict[str, Any]:
+        details: dict[str, Any] = {"sources": [_source(c) for c in context], "grounding": prepared.grounding()}
         if p.extractive_fallback and context:
-            text, citations = grounding.extractive_answer(qvec, context)
+            text, citations = grounding.extractive_answer(prepared.qvec, context)
             details["extractive"] = {"answer": text, "citations": [c.as_dict() for c in citations]}
         return details
 
@@ -217,7 +221,8 @@ class RagService:
         vecs = await asyncio.to_thread(self._embed, emb, [s.text for s in sents])
         citations = grounding.attribute(answer, vecs, sents, context, threshold=emb.spec.support_threshold)
         out: dict[str, Any] = {"answer": answer, "citations": [c.as_dict() for c in citations],
-                               "grounded": bool(citations), "answer_type": "generated"}
+                               "grounded": bool(citations), "answer_type": "generated",
+                               "grounding": prepared.grounding()}
         why = grounding.not_an_answer(answer, question) or (None if citations else "unsupported")
         if why and p.extractive_fallback and context:
             text, cites = grounding.extractive_answer(prepared.qvec, context)

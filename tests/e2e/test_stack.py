@@ -109,6 +109,10 @@ def _check_citations(body: dict) -> None:
         for s in c["sources"]:
             assert s["id"] in sources and s["sentence"] in sources[s["id"]]["sentences"]
     assert bool(body["citations"]) == (body["grounded"] or body["answer_type"] == "extractive")
+    assert body["grounding"] == {"model": "minilm", "threshold": 0.6}      # English sources: MiniLM grounds
+    for c in body["citations"]:
+        assert all(s["score"] >= body["grounding"]["threshold"] for s in c["sources"]) or \
+            body["answer_type"] == "extractive"                       # an extractive sentence is cited as it is
 
 
 def test_rag_without_the_fallback_returns_the_ungrounded_answer_as_it_is(stack):

@@ -49,7 +49,9 @@ def test_korean_extractive_answers_cite_the_answering_passage(client, korean):
     for q in questions:
         r = client.post("/rag", json={"collection": name, "query": q["query"], "limit": 5})
         assert r.status_code == 503, r.text                      # no llm-service in this test: the fallback
-        extract = r.json()["error"]["details"]["extractive"]
+        details = r.json()["error"]["details"]
+        assert details["grounding"] == {"model": "multilingual-e5-small", "threshold": 0.86}
+        extract = details["extractive"]
         assert extract["answer"] and extract["citations"]
         src = extract["citations"][0]["sources"][0]
         assert src["sentence"] in extract["answer"] and src["score"] >= 0.8      # e5 cosines, not MiniLM's

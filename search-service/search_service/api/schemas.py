@@ -352,12 +352,20 @@ class Citation(BaseModel):
     sources: list[CitationSource]
 
 
+class RagGrounding(BaseModel):
+    model: str = Field(description="The embedding model that matched sentences (context, citations, the extractive "
+                                   "answer): minilm when it covers the question's and the sources' scripts, else "
+                                   "one that does (multilingual-e5-small for Korean).")
+    threshold: float = Field(description="Its support threshold: a citation's source sentence is at least this close.")
+
+
 class RagResponse(BaseModel):
     answer: str
     answer_type: Literal["generated", "extractive"] = Field(
         description="generated: the model's text; extractive: source sentences that replace an ungrounded answer.")
     grounded: bool = Field(description="At least one sentence of the generated answer is supported by a source.")
     citations: list[Citation]
+    grounding: RagGrounding
     generated_answer: str | None = Field(None, description="The model's text, when an extractive answer replaced it.")
     replaced_because: Literal["unsupported", "empty", "stub", "echo"] | None = Field(
         None, description="Why the generated text was replaced: no source supports it, or it is no answer (empty, "
