@@ -272,7 +272,8 @@ class CollectionCatalog:
     async def list(self) -> list[dict[str, Any]]:
         infos = await self.store.list_collections()
         return [{"name": i.name, "chunks": i.points_count, "model_id": i.meta.get("model_id"), "dim": i.dim,
-                 "embedding_model": model_key(i.meta)}
+                 "embedding_model": model_key(i.meta),
+                 "extra_embedding_models": [e["embedding_model"] for e in i.meta.get("extra_embedding_models") or ()]}
                 for i in sorted(infos, key=lambda i: i.name)]
 
     async def delete(self, name: str) -> None:

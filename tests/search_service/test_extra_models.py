@@ -41,6 +41,9 @@ def test_the_collection_records_its_extra_model(client, three_way, fixture_corpu
     assert extra["vector"] == "dense-minilm" and extra["dim"] == 384
     assert extra["model_loaded"] and extra["model_matches"]
     assert info["documents"] == len(fixture_corpus[0])
+    listed = {c["name"]: c for c in client.get("/collections").json()["collections"]}
+    assert listed[three_way]["extra_embedding_models"] == ["minilm"]
+    assert listed[three_way]["embedding_model"] == "multilingual-e5-small"
 
 
 def test_english_queries_fuse_three_retrievers(client, three_way, fixture_corpus):

@@ -179,6 +179,8 @@ class CollectionSummary(BaseModel):
     model_id: str | None
     dim: int
     embedding_model: str | None = Field(None, description="The collection's embedding model (its key).")
+    extra_embedding_models: list[str] = Field(default_factory=list,
+                                              description="Extra models fused into its hybrid search (keys).")
 
 
 class CollectionDetail(BaseModel):
