@@ -122,16 +122,12 @@ class CollectionCatalog:
             lock = self._locks[name] = asyncio.Lock()
         return lock
 
-    def embedder_for(self, info: CollectionInfo) -> Embedder:
-        """The embedder of the collection's model: 503 if this process does not load it, 409 if the loaded
-        model is not the one the collection was built with."""
-        return self._checked(info, info.meta, info.dim)
-
     def dense(self, info: CollectionInfo) -> dict[str, tuple[Embedder, str]]:
         """Every dense retriever of the collection: retriever name -> (its embedder, the store's vector name);
-        ``"vector"`` is the collection's model, then each extra model in the order recorded. Each checked
-        like :meth:`embedder_for` (503 / 409)."""
-        out = {"vector": (self.embedder_for(info), DENSE)}
+        ``"vector"`` is the collection's model, then each extra model in the order recorded. Each is checked:
+        503 if this process does not load the model, 409 if the loaded model is not the build the collection
+        was made with."""
+        out = {"vector": (self._checked(info, info.meta, info.dim), DENSE)}
         for extra in info.meta.get("extra_embedding_models") or ():
             out[retriever_name(extra["embedding_model"])] = (
                 self._checked(info, extra, info.vectors.get(extra["vector"])), extra["vector"])
@@ -144,10 +140,7 @@ class CollectionCatalog:
         if emb is None:
             loaded = self.embedders.keys()
             if key in MODELS:
-                raise Unavailable(
-                    f"collection '{info.name}' uses embedding model '{key}', which this service does not load "
-                    f"(loaded: {loaded}); add it to SEARCH_EMBEDDING_MODELS",
-                    details={"embedding_model": key, "loaded": loaded})
+                raise self._not_loaded(key, f" (of collection '{info.name}')", embedding_model=key)
             served = ", ".join(f"{e.model_id} (dim {e.dim})" for e in self.embedders.values())
             raise Conflict(f"collection '{info.name}' was built with embedding model '{meta.get('model_id')}' (dim "
                            f"{dim}), which this service does not know (it serves {served}); re-create the "
@@ -233,10 +226,19 @@ class CollectionCatalog:
     def _loaded(self, key: str, param: str) -> Embedder:
         emb = self.embedders.get(key)
         if emb is None:     # (an unknown name is refused by the request model: 422 listing them)
-            raise Unavailable(f"embedding model '{key}' is not loaded by this service (loaded: "
-                              f"{self.embedders.keys()}); add it to SEARCH_EMBEDDING_MODELS",
-                              details={"param": param, "loaded": self.embedders.keys()})
+            raise self._not_loaded(key, "", param=param)
         return emb
+
+    def _not_loaded(self, key: str, whose: str, **details: Any) -> Unavailable:
+        loaded = self.embedders.keys()
+        return Unavailable(f"embedding model '{key}'{whose} is not loaded by this service (loaded: {loaded}); add it "
+                           "to SEARCH_EMBEDDING_MODELS", details={**details, "loaded": loaded})
+
+    def _model_state(self, key: str | None, model_id: str | None, dim: int | None) -> dict[str, bool]:
+        """Whether this process loads a recorded model, and whether the loaded one is the recorded build."""
+        emb = self.embedders.get(key) if key else None
+        return {"model_loaded": emb is not None,
+                "model_matches": emb is not None and model_id == emb.model_id and dim == emb.dim}
 
     async def describe(self, name: str) -> dict[str, Any]:
         info = await self.store.get_collection(name)
@@ -245,14 +247,12 @@ class CollectionCatalog:
         bm25 = meta.get("bm25", {})
         chunks = bm25.get("chunks", 0)
         key = model_key(meta)
-        emb = self.embedders.get(key) if key else None
         spec = MODELS.get(key) if key else None
         return {
             "name": info.name, "documents": documents, "chunks": info.points_count,
             "model_id": meta.get("model_id"), "dim": info.dim, "embedding_model": key,
             "embedding": meta.get("embedding") or (spec.describe() if spec else None),
-            "model_loaded": emb is not None,
-            "model_matches": emb is not None and meta.get("model_id") == emb.model_id and info.dim == emb.dim,
+            **self._model_state(key, meta.get("model_id"), info.dim),
             "extra_embedding_models": [self._describe_extra(e, info) for e in meta.get("extra_embedding_models") or ()],
             "chunk_words": meta.get("chunk_words"), "chunk_overlap": meta.get("chunk_overlap"),
             "bm25": {"k1": bm25.get("k1"), "b": bm25.get("b"),
@@ -263,11 +263,9 @@ class CollectionCatalog:
         }
 
     def _describe_extra(self, extra: dict[str, Any], info: CollectionInfo) -> dict[str, Any]:
-        emb = self.embedders.get(extra["embedding_model"])
         return {**{k: extra.get(k) for k in ("embedding_model", "model_id", "dim", "vector")},
-                "retriever": retriever_name(extra["embedding_model"]), "model_loaded": emb is not None,
-                "model_matches": emb is not None and extra.get("model_id") == emb.model_id
-                and info.vectors.get(extra["vector"]) == emb.dim}
+                "retriever": retriever_name(extra["embedding_model"]),
+                **self._model_state(extra["embedding_model"], extra.get("model_id"), info.vectors.get(extra["vector"]))}
 
     async def list(self) -> list[dict[str, Any]]:
         infos = await self.store.list_collections()

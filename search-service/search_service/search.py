@@ -95,7 +95,6 @@ class QueryContext:
                  dense: dict[str, tuple[Embedder, str]]) -> None:
         self.q = q
         self.dense = dense                # dense retriever name -> (its embedder, the store's vector name)
-        self.embedder = dense["vector"][0]   # the collection's embedding model
         self.text = q.query
         self.collection = q.collection
         self.filter = q.filter
@@ -230,14 +229,15 @@ class SearchService:
         The cache holds the serialized ``{"results", "total"}`` body, so a hit is spliced into the
         response without parsing or re-validating it (the hit path's cost is the Redis round trip)."""
         t0 = time.perf_counter()
-        info = await self.catalog.get(q.collection)          # 404 / 409 before anything else
+        info = await self.catalog.get(q.collection, check_model=False)     # 404 before anything else
+        dense = self.catalog.dense(info)                     # then 503 / 409 for its models, before the cache
         key = None
         if self.cache is not None and self.cache.enabled:
             key = self.cache.key(q.collection, str(info.meta.get("version", "")), q.cache_fields())
             raw = await self.cache.get_raw(key)
             if raw is not None:
                 return _envelope(raw, True, t0)
-        body = await self._compute(q, info)
+        body = await self._compute(q, info, dense)
         raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         if key is not None:
             await self.cache.set_raw(key, raw)
@@ -252,8 +252,9 @@ class SearchService:
         except ValueError as exc:   # unknown retriever in weights, alpha with weights, all weights 0
             raise InvalidRequest(f"invalid request: {exc}") from None
 
-    async def _compute(self, q: SearchQuery, info) -> dict[str, Any]:
-        dense = self.catalog.dense(info)                 # 503 / 409 for a model not loaded / another build
+    async def _compute(self, q: SearchQuery, info, dense: dict[str, tuple[Embedder, str]]) -> dict[str, Any]:
+        """The response body of one query on a collection whose dense retrievers are ``dense``
+        (:meth:`CollectionCatalog.dense`)."""
         retrievers = self._retrievers(dense)
         names = list(retrievers) if q.mode == "hybrid" else [q.mode]
         weights = self._weights(q, list(retrievers)) if q.mode == "hybrid" else None
