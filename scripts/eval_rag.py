@@ -93,7 +93,7 @@ class Judge:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         # symmetric comparisons: the query prefix on both sides (e5's advice; MiniLM has none), as RAG does
-        return self.embedder.encode(texts, kind="query") if texts else np.zeros((0, 384), dtype=np.float32)
+        return self.embedder.encode(texts, kind="query") if texts else np.zeros((0, self.embedder.dim), np.float32)
 
     def support(self, answer: str, source_texts: list[str]) -> tuple[int, int]:
         """(supported answer sentences, answer sentences)."""

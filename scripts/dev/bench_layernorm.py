@@ -5,17 +5,22 @@
 
 The quantized graphs hold each residual as ``Add`` + ``LayerNormalization``; at session creation
 onnxruntime fuses them into ``SkipLayerNormalization``, whose CPU kernel (1.32) is several times slower
-than the two unfused kernels (~47 us vs ~15 us per call for a 22-token query). ``OrtBackend`` therefore
+than the two unfused kernels (~47 us vs ~13 us per call for a 22-token query). ``OrtBackend`` therefore
 creates its sessions with ``disabled_optimizers=["SkipLayerNormFusion"]``. This script measures what that
 buys per model: median ms per query (one query per call, as a lone search embeds it) and documents/s
 (batches of 8, <= 256 tokens, as ingestion embeds them), each configuration run in turn per item so
 drift hits all alike; the cosine between the two configurations' vectors; the CPU; the command.
+With ``--profile``: onnxruntime's per-operator kernel time per query for each model and setting (and the
+mean tokens per query), the figures behind the per-layer and per-call numbers in the README.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
+import json
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -33,6 +38,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--docs", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="also print onnxruntime's per-operator profile")
     args = ap.parse_args()
     qs = [q["text"] for q in itertools.islice(iter_jsonl(f"{args.dataset}/queries.jsonl"), args.queries)]
     docs = [f"{d.get('title') or ''}\n{d['text']}"
@@ -86,7 +92,44 @@ def main() -> None:
              for s in {k[1] for k in configs}}
     for s, r in sorted(ratio.items()):
         print(f"e5 / MiniLM ms per query, {s}: {r:.2f}×")
+    if args.profile:
+        for (model, setting), e in configs.items():
+            profile(model, setting, e, qs)
     print("command: python " + " ".join(sys.argv))
+
+
+def profile(model: str, setting: str, emb: Embedder, queries: list[str]) -> None:
+    """Kernel time per query by operator, from onnxruntime's profiler (one query per run)."""
+    import onnxruntime as ort
+
+    from stack_common.ort import session_options
+
+    so = session_options(intra_op_threads=1)
+    so.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        so.profile_file_prefix = f"{tmp}/p"
+        disabled = [] if "SkipLayerNormFusion" in setting else ["SkipLayerNormFusion"]
+        sess = ort.InferenceSession(emb.backend.model_file, so, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=disabled)
+        names = {i.name for i in sess.get_inputs()}
+        ids = emb._ids(queries, "query")
+        for t in ids:
+            feed = {"input_ids": np.array([t], dtype=np.int64), "attention_mask": np.ones((1, len(t)), np.int64)}
+            if "token_type_ids" in names:
+                feed["token_type_ids"] = np.zeros((1, len(t)), np.int64)
+            sess.run(None, feed)
+        events = json.loads(open(sess.end_profiling()).read())
+    dur, calls = collections.Counter(), collections.Counter()
+    for ev in events:
+        if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time"):
+            dur[ev["args"]["op_name"]] += ev["dur"]
+            calls[ev["args"]["op_name"]] += 1
+    n = len(ids)
+    print(f"\nprofile {model}, {setting}: {np.mean([len(t) for t in ids]):.1f} tokens per query, "
+          f"kernels {sum(dur.values()) / n / 1000:.3f} ms per query")
+    print("| operator | ms per query | calls per query | us per call |\n|---|---|---|---|")
+    for op, us in dur.most_common():
+        print(f"| {op} | {us / n / 1000:.3f} | {calls[op] // n} | {us / calls[op]:.1f} |")
 
 
 if __name__ == "__main__":

@@ -187,13 +187,6 @@ def _extra_vectors(extra: dict[str, int] | None) -> dict[str, int]:
     return out
 
 
-def _using(using: str, dims: dict[str, int]) -> int:
-    """The dimension of the dense vector ``using`` names in a collection whose dense vectors are ``dims``."""
-    if using not in dims:
-        raise ServiceError(f"the collection has no dense vector {using!r} (it has {', '.join(sorted(dims))})")
-    return dims[using]
-
-
 def _vector(vector: list[float], dim: int, what: str = "query vector") -> list[float]:
     if len(vector) != dim:
         raise ServiceError(f"{what} has {len(vector)} dimensions; the collection expects {dim}")
@@ -373,11 +366,14 @@ class VectorStore(abc.ABC):
                            using: str = DENSE) -> list[Hit]:
         """Top ``limit`` points by cosine similarity, best first, on the dense vector ``using``."""
         _name(name), _limit(limit), _filter(filter)
-        if using == DENSE:
-            _vector(vector, await self._dimension(name))
-        else:
-            await self._dimension(name)
-            _vector(vector, _using(using, {DENSE: 0, **await self._extra_dims(name)}))
+        dim = await self._dimension(name)
+        if using != DENSE:
+            extra = await self._extra_dims(name)
+            if using not in extra:
+                raise ServiceError(f"the collection has no dense vector {using!r} (it has "
+                                   f"{', '.join([DENSE, *sorted(extra)])})")
+            dim = extra[using]
+        _vector(vector, dim)
         return await self._search_dense(name, vector, limit, filter, _payload(with_payload), using)
 
     async def search_sparse(self, name: str, vector: SparseVector, limit: int,
