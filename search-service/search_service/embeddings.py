@@ -75,21 +75,31 @@ class EncoderBackend(Protocol):
 DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
+def encoder_session(model_file: str | Path, *, intra_op_threads: int = 1,
+                    disabled_optimizers: Sequence[str] = DISABLED_OPTIMIZERS, save_optimized_to: str | Path | None = None):
+    """The onnxruntime CPU session an encoder runs in; ``save_optimized_to`` writes the graph onnxruntime
+    actually runs (after its fusions) there."""
+    import onnxruntime as ort
+
+    from stack_common.ort import session_options
+
+    options = session_options(intra_op_threads=intra_op_threads)
+    if save_optimized_to is not None:
+        options.optimized_model_filepath = str(save_optimized_to)
+    return ort.InferenceSession(str(model_file), sess_options=options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled_optimizers))
+
+
 class OrtBackend:
     """An encoder graph (input_ids, attention_mask[, token_type_ids] -> last_hidden_state) on onnxruntime's
     CPU provider; texts right-padded to the longest of the call, mean-pooled over the mask, L2-normalised."""
 
     def __init__(self, model_file: str | Path, *, pad_id: int = 0, intra_op_threads: int = 1,
                  disabled_optimizers: Sequence[str] = DISABLED_OPTIMIZERS) -> None:
-        import onnxruntime as ort
-
-        from stack_common.ort import session_options
-
         self.model_file = str(model_file)
         self.pad_id = int(pad_id)
-        self._session = ort.InferenceSession(
-            self.model_file, sess_options=session_options(intra_op_threads=intra_op_threads),
-            providers=["CPUExecutionProvider"], disabled_optimizers=list(disabled_optimizers))
+        self._session = encoder_session(model_file, intra_op_threads=intra_op_threads,
+                                        disabled_optimizers=disabled_optimizers)
         self._input_names = {i.name for i in self._session.get_inputs()}
         dim = self._session.get_outputs()[0].shape[-1]
         self.dim = dim if isinstance(dim, int) else None

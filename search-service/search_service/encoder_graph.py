@@ -5,9 +5,15 @@ No torch and no exporter: the graph is written node by node with the ``com.micro
 onnxruntime's transformer optimizer would produce from a torch export —
 
     EmbedLayerNormalization (word + position + token-type embeddings, LayerNorm, mask -> lengths)
-    per layer: Attention (fused QKV, 12 heads) -> MatMul -> SkipLayerNormalization (+bias, residual)
-               -> MatMul -> BiasGelu -> MatMul -> SkipLayerNormalization
+    per layer: Attention (fused QKV, 12 heads) -> MatMul -> Add (bias) + Add (residual) + LayerNormalization
+               -> MatMul -> BiasGelu -> MatMul -> Add + Add + LayerNormalization
     output: last_hidden_state (batch, seq, hidden); pooling stays with the caller.
+
+The residuals are left as Add + LayerNormalization rather than the contrib SkipLayerNormalization: the
+latter's CPU kernel (onnxruntime 1.32) is several times slower than the two it replaces, so the served
+sessions also keep onnxruntime from fusing them (``embeddings.DISABLED_OPTIMIZERS``); the bias Add is
+folded into the quantized MatMul. ``skip_layer_norm=True`` writes the fused form (for the comparison in
+``scripts/dev/bench_layernorm.py``).
 
 then dynamically quantized (int8 weights per channel, activations per call) including the Attention
 nodes (QAttention). Fewer, fused kernels with integer attention make it faster than the ``dynamic``
@@ -47,17 +53,17 @@ def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def build_bert_graph(model_dir: str | Path):
+def build_bert_graph(model_dir: str | Path, *, skip_layer_norm: bool = False):
     """The fused fp32 ONNX model (an ``onnx.ModelProto``) of the BERT encoder in ``model_dir``."""
     model_dir = Path(model_dir)
     cfg = json.loads((model_dir / "config.json").read_text())
     if cfg.get("model_type") != "bert" or cfg.get("hidden_act") != "gelu" \
             or cfg.get("position_embedding_type", "absolute") != "absolute":
         raise ValueError(f"{model_dir} is not a BERT encoder with gelu and absolute positions")
-    return bert_graph(cfg, read_safetensors(model_dir / "model.safetensors"))
+    return bert_graph(cfg, read_safetensors(model_dir / "model.safetensors"), skip_layer_norm=skip_layer_norm)
 
 
-def bert_graph(cfg: dict, w: dict[str, np.ndarray]):
+def bert_graph(cfg: dict, w: dict[str, np.ndarray], *, skip_layer_norm: bool = False):
     """The fused fp32 ONNX model of a BERT encoder (gelu, absolute positions counted from 0) from its
     config (``hidden_size``, ``num_attention_heads``, ``num_hidden_layers``, ``layer_norm_eps``) and
     weights under Hugging Face's BERT names (``embeddings.word_embeddings.weight``,
@@ -77,6 +83,19 @@ def bert_graph(cfg: dict, w: dict[str, np.ndarray]):
 
     def linear_t(key: str) -> np.ndarray:      # torch Linear stores (out, in); MatMul wants (in, out)
         return w[f"{key}.weight"].T
+
+    def residual_norm(y: str, skip: str, bias: str, norm: str, out: str, tag: str) -> None:
+        """``out = LayerNorm(y + bias + skip)``: one SkipLayerNormalization when ``skip_layer_norm``, else
+        Add (bias: onnxruntime folds it into the quantized MatMul) + Add + LayerNormalization."""
+        gamma, beta = init(f"{tag}_g", w[f"{norm}.weight"]), init(f"{tag}_b", w[f"{norm}.bias"])
+        b = init(f"{y}_b", w[bias])
+        if skip_layer_norm:
+            nodes.append(helper.make_node("SkipLayerNormalization", [y, skip, gamma, beta, b], [out],
+                                          domain=MS, epsilon=eps))
+            return
+        nodes.append(helper.make_node("Add", [y, b], [f"{y}_biased"]))
+        nodes.append(helper.make_node("Add", [f"{y}_biased", skip], [f"{tag}_sum"]))
+        nodes.append(helper.make_node("LayerNormalization", [f"{tag}_sum", gamma, beta], [out], axis=-1, epsilon=eps))
 
     for src in ("input_ids", "attention_mask", "token_type_ids"):
         nodes.append(helper.make_node("Cast", [src], [f"{src}_i32"], to=TensorProto.INT32))
@@ -101,12 +120,8 @@ def bert_graph(cfg: dict, w: dict[str, np.ndarray]):
                                       [f"l{i}_ctx"], domain=MS, num_heads=heads))
         nodes.append(helper.make_node("MatMul", [f"l{i}_ctx", init(f"l{i}_ao_w", linear_t(f"{p}.attention.output.dense"))],
                                       [f"l{i}_ao"]))
-        nodes.append(helper.make_node(
-            "SkipLayerNormalization",
-            [f"l{i}_ao", x, init(f"l{i}_ln1_g", w[f"{p}.attention.output.LayerNorm.weight"]),
-             init(f"l{i}_ln1_b", w[f"{p}.attention.output.LayerNorm.bias"]),
-             init(f"l{i}_ao_b", w[f"{p}.attention.output.dense.bias"])],
-            [f"l{i}_h1"], domain=MS, epsilon=eps))
+        residual_norm(f"l{i}_ao", x, f"{p}.attention.output.dense.bias", f"{p}.attention.output.LayerNorm",
+                      f"l{i}_h1", f"l{i}_ln1")
         nodes.append(helper.make_node("MatMul", [f"l{i}_h1", init(f"l{i}_in_w", linear_t(f"{p}.intermediate.dense"))],
                                       [f"l{i}_in"]))
         nodes.append(helper.make_node("BiasGelu", [f"l{i}_in", init(f"l{i}_in_b", w[f"{p}.intermediate.dense.bias"])],
@@ -114,11 +129,7 @@ def bert_graph(cfg: dict, w: dict[str, np.ndarray]):
         nodes.append(helper.make_node("MatMul", [f"l{i}_act", init(f"l{i}_out_w", linear_t(f"{p}.output.dense"))],
                                       [f"l{i}_out"]))
         out = "last_hidden_state" if i == layers - 1 else f"h{i + 1}"
-        nodes.append(helper.make_node(
-            "SkipLayerNormalization",
-            [f"l{i}_out", f"l{i}_h1", init(f"l{i}_ln2_g", w[f"{p}.output.LayerNorm.weight"]),
-             init(f"l{i}_ln2_b", w[f"{p}.output.LayerNorm.bias"]), init(f"l{i}_out_b", w[f"{p}.output.dense.bias"])],
-            [out], domain=MS, epsilon=eps))
+        residual_norm(f"l{i}_out", f"l{i}_h1", f"{p}.output.dense.bias", f"{p}.output.LayerNorm", out, f"l{i}_ln2")
         x = out
 
     ids = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])

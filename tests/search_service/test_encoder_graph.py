@@ -5,13 +5,14 @@ dev environment: llm-service's export pipeline needs them), so a wrong weight tr
 mask or epsilon shows up as a large difference, not a small cosine drift."""
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 import pytest
 
 from search_service.embedding_models import minilm_dir as tokenizer_dir
-from search_service.embeddings import DIM, Embedder
+from search_service.embeddings import DIM, Embedder, encoder_session
 from search_service.encoder_graph import build_bert_graph, read_safetensors
 
 TEXTS = ["Vitamin D deficiency is associated with fractures.",
@@ -19,13 +20,14 @@ TEXTS = ["Vitamin D deficiency is associated with fractures.",
          "short"]
 
 
-@pytest.fixture(scope="module")
-def fp32_session(tmp_path_factory):
+@pytest.fixture(scope="module", params=[False, True], ids=["add-layernorm", "skiplayernorm"])
+def fp32_session(request, tmp_path_factory):
+    """The fp32 graph as served (residuals as Add + LayerNormalization) and in the fused form."""
     import onnx
     import onnxruntime as ort
 
     path = tmp_path_factory.mktemp("graph") / "fp32.onnx"
-    onnx.save(build_bert_graph(tokenizer_dir()), str(path))
+    onnx.save(build_bert_graph(tokenizer_dir(), skip_layer_norm=request.param), str(path))
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
@@ -72,6 +74,26 @@ def test_quantized_variant_is_close_to_fp32(fp32_session, embedder):
     assert cos.min() > 0.98, cos
 
 
+def _op_types(path) -> set[str]:
+    import onnx
+
+    return {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+
+
+def test_served_sessions_run_layernorm_unfused(tmp_path, embedder):
+    """onnxruntime's SkipLayerNormalization CPU kernel is several times slower than Add + LayerNormalization:
+    the built graph holds the latter, and the served session keeps it (with onnxruntime's default
+    optimizers the same file is fused — the setting is what prevents it)."""
+    model_file = embedder.backend.model_file
+    assert {"LayerNormalization", "Add"} <= _op_types(model_file)
+    assert "SkipLayerNormalization" not in _op_types(model_file)
+    encoder_session(model_file, save_optimized_to=tmp_path / "served.onnx")
+    served = _op_types(tmp_path / "served.onnx")
+    assert "LayerNormalization" in served and "SkipLayerNormalization" not in served, served
+    encoder_session(model_file, disabled_optimizers=(), save_optimized_to=tmp_path / "default.onnx")
+    assert "SkipLayerNormalization" in _op_types(tmp_path / "default.onnx")
+
+
 def test_read_safetensors_refuses_unknown_dtype(tmp_path):
     import json
 
@@ -99,5 +121,12 @@ def test_fused_variant_is_built_once_and_loads(tmp_path):
         assert built.stat().st_mtime_ns == mtime                     # reused, not rebuilt
         assert not [p for p in built.parent.iterdir() if p.name.startswith(".")]   # no temp files left
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]         # nor temp folders
+        recipe = json.loads((built.parent / "build.json").read_text())
+        old = {**recipe, "steps": recipe["steps"][:1] + ["an older release's quantization"]}
+        (built.parent / "build.json").write_text(json.dumps(old))          # a model an older recipe left
+        third = Embedder.load("minilm", models_dir=tmp_path)
+        third.close()
+        assert built.stat().st_mtime_ns != mtime                     # rebuilt with the current recipe
+        assert json.loads((built.parent / "build.json").read_text())["steps"] == recipe["steps"]
     finally:
         first.close()
