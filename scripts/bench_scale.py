@@ -34,7 +34,8 @@ import psutil
 import qdrant_edge as qe
 
 from search_service.store import Point, SparseVector
-from search_service.store.edge import EdgeStore, IndexPolicy
+from search_service.store.edge import EdgeStore
+from search_service.store.edge_indexing import IndexPolicy
 from stack_dev import beir
 from stack_dev.machine import cpu_name
 from stack_dev.stats import percentile

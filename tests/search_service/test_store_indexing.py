@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from search_service.store import Point, SparseVector
-from search_service.store.edge import EdgeStore, IndexPolicy
+from search_service.store.edge import EdgeStore
+from search_service.store.edge_indexing import IndexPolicy
 
 DIM = 64
 POLICY = IndexPolicy(threshold=3000, quiet_s=0.3, m=16, ef_construct=64, ef=64)

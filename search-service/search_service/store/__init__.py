@@ -23,9 +23,10 @@ __all__ = [
 def make_store(*, qdrant_url: str | None, data_dir: pathlib.Path, timeout_s: float = 5.0,
                api_key: str | None = None, index: dict | None = None) -> VectorStore:
     """Build the store the settings ask for (imports the chosen engine only). ``index``: the embedded
-    engine's :class:`.edge.IndexPolicy` fields."""
+    engine's :class:`.edge_indexing.IndexPolicy` fields."""
     if qdrant_url is None or qdrant_url == "":
-        from .edge import EdgeStore, IndexPolicy
+        from .edge import EdgeStore
+        from .edge_indexing import IndexPolicy
         return EdgeStore(pathlib.Path(data_dir), index=IndexPolicy(**(index or {})))
     from .server import ServerStore
     if qdrant_url == ":memory:":

@@ -26,17 +26,10 @@ Settings (the figures behind them: ``scripts/bench_store.py`` and the README's "
   key per hit is a large part of a query's cost, so candidates carry none (the search layer maps point
   ids to documents itself). ``max_search_threads=1``: a collection of this size is one segment, and the
   service gets its parallelism from concurrent requests, not from splitting one query.
-* Vector indexing happens by itself, off the serving process (:class:`IndexPolicy`). The engine's
-  ``optimize()`` holds the GIL for its whole run (tens of seconds at tens of thousands of points): run in
-  this process it would freeze every request. So this process never builds an index (its optimizer's indexing threshold is
-  out of reach); once a collection holds ``threshold`` points no index covers and no write came for
-  ``quiet_s``, the shard is flushed and copied (under the collection's write lock: a consistent copy),
-  a child process (``index_worker``, niced, ``threads`` indexing threads) builds HNSW on the copy, and
-  the indexed copy replaces the shard — if no write came meanwhile; otherwise the copy is dropped and
-  the build starts again once writes pause. Searches keep answering from the current shard throughout;
-  writes wait only while the copy is made. ``meta.json`` names the shard directory in use, so a crash at
-  any point leaves the old shard or the new one, never a mix. ``POST /collections/{name}/optimize`` runs
-  the same build now and waits for it (below the threshold it only merges and vacuums, in this process). After deletes the optimizer runs in this process (vacuum only,
+* Vector indexing happens by itself, off the serving process (:mod:`.edge_indexing`: the shard is copied, a
+  child process builds HNSW on the copy, the copy is swapped in if no write came meanwhile). ``POST
+  /collections/{name}/optimize`` runs the same build now and waits for it (below the threshold it only
+  merges and vacuums, in this process). After deletes the optimizer runs in this process (vacuum only,
   cheap unless there is something to vacuum; see VACUUM_DELETED_FRACTION).
 * Python-side conversion of hits (the binding builds ``uuid.UUID`` ids) and payload reads are most of a
   query's cost through this class: ask for few payload keys (or none) for candidates and ``retrieve``
@@ -46,13 +39,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
 import fcntl
 import json
 import logging
 import os
 import shutil
-import sys
 import threading
 import time
 import uuid
@@ -67,19 +58,18 @@ from stack_common import files as stack_files
 
 from .base import (DENSE, SPARSE, CollectionInfo, Conflict, Filter, Hit, NotFound, Payload, Point, SparseVector,
                    Unavailable, VectorStore, batches)
+from .edge_indexing import NEVER_KB, SHARD_DIR, BackgroundIndexer, IndexPolicy
 from .filters import doc_ids_filter, to_edge
 
 log = logging.getLogger("search_service.store.edge")
 T = TypeVar("T")
 
 META_FILE = "meta.json"
-NEVER_KB = 1 << 40       # an indexing threshold (KB) no segment reaches: this process never builds an index
 # Deleted points keep counting in the sparse index's IDF statistics until their segment is vacuumed
 # (the Qdrant server behaves the same). After a delete we run the optimizer, which vacuums a segment once
 # this fraction of it is deleted: BM25 IDF then drifts by at most ~5% of the points, and a tiny delete
 # stays cheap (optimize() returns at once when nothing is planned).
 VACUUM_DELETED_FRACTION = 0.05
-SHARD_DIR = "shard"
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -93,27 +83,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-@dataclass(frozen=True)
-class IndexPolicy:
-    """When and how a collection's dense vectors get their HNSW index (built in a child process).
-
-    ``threshold``: points without an index that start a build (Qdrant's server default is ~20k too);
-    ``m`` / ``ef_construct``: the graph; ``ef``: candidates a search visits (recall vs speed);
-    ``quiet_s``: seconds without writes before a build starts (a bulk load finishes first);
-    ``threads``: indexing threads of the child (1 leaves the other core to searches)."""
-    enabled: bool = True
-    threshold: int = 20_000
-    m: int = 16
-    ef_construct: int = 100
-    ef: int = 256
-    quiet_s: float = 2.0
-    threads: int = 1
-
-    def threshold_kb(self, dim: int) -> int:
-        """The engine counts its indexing threshold in KB of vectors (float32)."""
-        return max(1, self.threshold * dim * 4 // 1024)
 
 
 def edge_config(dim: int, policy: IndexPolicy, *, build_index: bool, payload_memory: qe.Memory = qe.Memory.Cold,
@@ -182,6 +151,9 @@ class EdgeStore(VectorStore):
                  vector_memory: qe.Memory = qe.Memory.Pinned, max_search_threads: int | None = 1,
                  index: IndexPolicy | None = None) -> None:
         self._index = index or IndexPolicy()
+        self._indexer = BackgroundIndexer(self._index, save_meta=self._save_shard_choice,
+                                          load=lambda path, coll: qe.EdgeShard.load(path, self._config(coll.dim,
+                                                                                                        coll.vectors)))
         self._root = Path(data_dir) / "collections"
         self._root.mkdir(parents=True, exist_ok=True)
         self._payload_memory = payload_memory
@@ -231,13 +203,18 @@ class EdgeStore(VectorStore):
         shard = qe.EdgeShard.load(str(path / shard_dir), self._config(doc["dim"], extra))
         coll = _Collection(name=doc["name"], path=path, dim=doc["dim"], meta=doc["meta"], shard=shard,
                            shard_dir=shard_dir, vectors=extra)
-        coll.index_state = self._index_state(coll)
+        coll.index_state = self._indexer.state(coll)
         return coll
 
     def _meta_doc(self, coll: _Collection, meta: dict[str, Any] | None = None) -> dict[str, Any]:
         doc = {"name": coll.name, "dim": coll.dim, "meta": coll.meta if meta is None else meta,
                "shard": coll.shard_dir}
         return {**doc, "vectors": coll.vectors} if coll.vectors else doc
+
+    def _save_shard_choice(self, coll: _Collection) -> None:
+        """meta.json names ``coll.shard_dir`` as the shard in use (an index build swapped one in)."""
+        write_json_atomic(coll.path / META_FILE, self._meta_doc(coll))
+        _fsync_dir(coll.path)
 
     # -- plumbing -----------------------------------------------------------------------------------
 
@@ -323,7 +300,7 @@ class EdgeStore(VectorStore):
 
     async def _delete_collection(self, name: str) -> None:
         coll = self._get(name)
-        await self._stop_indexer(coll)
+        await self._indexer.stop(coll)
 
         def drop() -> None:
             with self._catalog:
@@ -347,7 +324,7 @@ class EdgeStore(VectorStore):
         coll = self._get(name)
         if not coll.checked:             # a collection loaded at start-up past the threshold gets its build
             coll.checked = True
-            self._schedule_index(coll)
+            self._indexer.schedule(coll)
         info = coll.info
         if info is None:
             inline = not coll.writers        # then _read runs on this thread: no write can interleave
@@ -379,7 +356,7 @@ class EdgeStore(VectorStore):
                     for p in batch]))
 
         await self._write(coll, apply)
-        self._schedule_index(coll)
+        self._indexer.schedule(coll)
 
     async def _delete_by_doc_ids(self, name: str, doc_ids: list[str]) -> None:
         coll = self._get(name)
@@ -390,7 +367,7 @@ class EdgeStore(VectorStore):
             coll.shard.optimize()       # vacuum past VACUUM_DELETED_FRACTION (keeps BM25 IDF honest)
 
         await self._write(coll, delete)
-        self._schedule_index(coll)      # a vacuumed segment comes back without its index
+        self._indexer.schedule(coll)      # a vacuumed segment comes back without its index
 
     async def _count(self, name: str, filter: Filter | None) -> int:
         coll = self._get(name)
@@ -402,12 +379,9 @@ class EdgeStore(VectorStore):
         shard changed. Below the threshold there is no index to build: the optimizer only merges and
         vacuums, which is quick at that size, so it runs here without a copy and a child process."""
         coll = self._get(name)
-        points, indexed, _ = await self._read(coll, lambda: self._unindexed(coll))
-        if points - indexed < self._index.threshold:
+        if not await self._read(coll, lambda: self._indexer.needs_build(coll)):
             return await self._write(coll, coll.shard.optimize)
-        await self._stop_indexer(coll)
-        coll.indexer = asyncio.ensure_future(self._index_loop(coll, wait=False))
-        return await asyncio.shield(coll.indexer)
+        return await self._indexer.build_now(coll)
 
     # -- search -------------------------------------------------------------------------------------
 
@@ -456,131 +430,12 @@ class EdgeStore(VectorStore):
         records = await self._read(coll, lambda: coll.shard.retrieve(ids, with_payload, False))
         return [Hit(_id_str(r.id), 0.0, dict(r.payload or {})) for r in records]
 
-    # -- indexing (see the module notes) -----------------------------------------------------------
-
-    def _unindexed(self, coll: _Collection) -> tuple[int, int, int]:
-        """(points, points whose dense vectors are in an HNSW index, segments) of the shard. The engine's
-        ``indexed_vectors_count`` counts every named vector a segment indexes: the sparse BM25 vectors always
-        (an inverted index), the dense ones once their segment has HNSW (a segment indexes all its named
-        vectors at once) — so the indexed points are the excess over the point count (every point has one
-        sparse vector) divided by the dense vectors each point has."""
-        info = coll.shard.info()
-        dense = max(0, info.indexed_vectors_count - info.points_count) // (1 + len(coll.vectors))
-        return info.points_count, dense, info.segments_count
-
-    def _index_state(self, coll: _Collection) -> str:
-        points, indexed, _ = self._unindexed(coll)
-        return "indexed" if indexed and points - indexed < self._index.threshold else "none"
-
-    def _schedule_index(self, coll: _Collection) -> None:
-        """After a write: start the background build when enough points lack an index (once)."""
-        if not self._index.enabled or self._closed or (coll.indexer is not None and not coll.indexer.done()):
-            return
-        points, indexed, _ = self._unindexed(coll)
-        if points - indexed >= self._index.threshold:
-            coll.index_state = "waiting"
-            coll.indexer = asyncio.ensure_future(self._index_loop(coll, wait=True))
-
-    async def _stop_indexer(self, coll: _Collection) -> None:
-        task, coll.indexer = coll.indexer, None
-        if task is None or task.done():
-            return
-        task.cancel()
-        try:
-            await task
-        except (asyncio.CancelledError, Exception):   # noqa: BLE001 - the build is being abandoned
-            pass
-
-    async def _index_loop(self, coll: _Collection, *, wait: bool) -> bool:
-        """Build until a build is swapped in (writes during a build send it back to waiting)."""
-        try:
-            while True:
-                if wait:
-                    coll.index_state = "waiting"
-                    while (left := coll.last_write + self._index.quiet_s - time.monotonic()) > 0:
-                        await asyncio.sleep(left)
-                wait = True
-                coll.index_state = "building"
-                t0 = time.perf_counter()
-                swapped = await self._build(coll)
-                if swapped is not None:
-                    coll.index_runs += 1
-                    coll.index_last_s = round(time.perf_counter() - t0, 3)
-                    coll.index_state = self._index_state(coll)
-                    log.info("collection %s: index built in %.1f s", coll.name, coll.index_last_s,
-                             extra={"collection": coll.name, "changed": swapped})
-                    return swapped
-                log.info("collection %s: written to during the index build; building again once writes pause",
-                         coll.name)
-        except asyncio.CancelledError:
-            coll.index_state = self._index_state(coll) if not self._closed else coll.index_state
-            raise
-        except Exception as exc:
-            coll.index_state = f"failed: {exc}"
-            log.exception("collection %s: index build failed", coll.name)
-            raise
-
-    async def _build(self, coll: _Collection) -> bool | None:
-        """One build: copy → child optimizes the copy → swap if no write came. None: a write came (copy
-        dropped). True/False: swapped in; whether the optimizer changed anything."""
-        new_dir = f"{SHARD_DIR}-{uuid.uuid4().hex[:12]}"
-        target = coll.path / new_dir
-
-        def copy() -> int:
-            with coll.lock:                      # no write can land while the files are copied
-                coll.shard.flush()
-                shutil.copytree(coll.path / coll.shard_dir, target)
-                return coll.seq
-
-        try:
-            seq = await asyncio.to_thread(copy)
-            policy = {**dataclasses.asdict(self._index), "dim": coll.dim, "vectors": coll.vectors}
-            coll.child = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "search_service.store.index_worker", str(target), json.dumps(policy),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            out, err = await coll.child.communicate()
-            if coll.child.returncode != 0:
-                raise RuntimeError(f"index worker exited with {coll.child.returncode}: "
-                                   f"{err.decode(errors='replace')[-500:]}")
-            changed = bool(json.loads(out.decode().strip().splitlines()[-1])["changed"])
-            new = await asyncio.to_thread(qe.EdgeShard.load, str(target), self._config(coll.dim, coll.vectors))
-        except BaseException:
-            if coll.child is not None and coll.child.returncode is None:
-                coll.child.kill()
-                await coll.child.wait()
-            await asyncio.to_thread(shutil.rmtree, target, True)
-            raise
-        finally:
-            coll.child = None
-
-        def swap() -> tuple[qe.EdgeShard, str] | None:
-            with coll.lock:
-                if coll.seq != seq:
-                    return None
-                old, old_dir = coll.shard, coll.shard_dir
-                coll.shard, coll.shard_dir = new, new_dir
-                write_json_atomic(coll.path / META_FILE, self._meta_doc(coll))   # the new shard is the one now
-                _fsync_dir(coll.path)
-                coll.info = None
-                return old, old_dir
-
-        swapped = await asyncio.to_thread(swap)
-        if swapped is None:
-            await asyncio.to_thread(lambda: (new.close(), shutil.rmtree(target, ignore_errors=True)))
-            return None
-        old, old_dir = swapped
-        while coll.readers:                      # reads in threads may still hold the old shard
-            await asyncio.sleep(0.01)
-        await asyncio.to_thread(lambda: (old.close(), shutil.rmtree(coll.path / old_dir, ignore_errors=True)))
-        return changed
+    # -- indexing (edge_indexing.BackgroundIndexer) ------------------------------------------------
 
     async def _index_status(self, name: str) -> dict[str, Any]:
         coll = self._get(name)
-        points, indexed, segments = await self._read(coll, lambda: self._unindexed(coll))
-        return {"state": coll.index_state, "points": points, "indexed_vectors": indexed, "segments": segments,
-                "builds": coll.index_runs, "last_build_s": coll.index_last_s, "auto": self._index.enabled,
-                "threshold": self._index.threshold, "m": self._index.m, "ef_construct": self._index.ef_construct,
-                "ef": self._index.ef}
+        counts = await self._read(coll, lambda: self._indexer.counts(coll))
+        return self._indexer.status(coll, counts)
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -590,9 +445,9 @@ class EdgeStore(VectorStore):
     async def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
+        self._closed = self._indexer.closed = True
         for coll in list(self._collections.values()):
-            await self._stop_indexer(coll)
+            await self._indexer.stop(coll)
 
         def close_all() -> None:
             with self._catalog:

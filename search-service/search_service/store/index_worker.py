@@ -15,7 +15,8 @@ import time
 
 import qdrant_edge as qe
 
-from .edge import IndexPolicy, edge_config
+from .edge import edge_config
+from .edge_indexing import IndexPolicy
 
 
 def main(argv: list[str]) -> int:
