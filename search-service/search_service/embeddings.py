@@ -70,7 +70,7 @@ class EncoderBackend(Protocol):
 
 # The quantized encoder graphs hold each residual as Add + LayerNormalization; onnxruntime would fuse them into
 # SkipLayerNormalization at session creation, whose CPU kernel (1.32) is several times slower than the two
-# it replaces (~47 vs ~13 us per call on a 22-token query): left unfused, a query embeds 11-16 % faster
+# it replaces (~47 vs ~15 us per call on a 22-token query): left unfused, a query embeds ~15 % faster
 # (``python scripts/dev/bench_layernorm.py --profile``; README "Embedding models").
 DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
