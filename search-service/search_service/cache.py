@@ -4,7 +4,8 @@ Key = ``{prefix}:{collection}:{version}:{sha256(normalised request)}``. The coll
 lives in the store's collection metadata (durable, written with the data) and every write replaces
 it, so a response cached before a write can never be served after it — even when Redis was down
 during the write and comes back later with old keys (they are simply never asked for again and
-expire by TTL).
+expire by TTL). The search appends the store's ``data_version`` (the embedded engine's background
+optimizer pass swaps in new files: vacuumed deletes change BM25 scores), so that too starts afresh.
 
 Redis down or slow never fails or slows a search: every call is bounded by ``timeout_s``; a failure
 is counted (``search_cache_errors_total``), logged ONCE per outage, and the cache is bypassed for

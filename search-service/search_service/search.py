@@ -233,7 +233,8 @@ class SearchService:
         dense = self.catalog.dense(info)                     # then 503 / 409 for its models, before the cache
         key = None
         if self.cache is not None and self.cache.enabled:
-            key = self.cache.key(q.collection, str(info.meta.get("version", "")), q.cache_fields())
+            version = f'{info.meta.get("version", "")}+{info.data_version}'
+            key = self.cache.key(q.collection, version, q.cache_fields())
             raw = await self.cache.get_raw(key)
             if raw is not None:
                 return _envelope(raw, True, t0)

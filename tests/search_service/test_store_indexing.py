@@ -181,3 +181,53 @@ async def test_a_collection_with_two_dense_vectors_gets_both_indexed(tmp_path: P
         assert (await store.index_status("c"))["builds"] == 0          # nothing left to build after a restart
     finally:
         await store.close()
+
+
+async def test_deletes_are_vacuumed_off_the_serving_process_and_bm25_settles(tmp_path: Path) -> None:
+    """Deleted points count in BM25's IDF until their segment is vacuumed. A delete does not run the
+    optimizer in the serving process (it holds the GIL: every request would wait); once 5 % of the
+    collection is deleted, a pass in the child process vacuums them (with automatic indexing off too), and
+    the count of deleted points survives a restart."""
+    import math
+
+    def term0_score(hits) -> float:
+        assert hits, "term 0 matches no point"
+        return hits[0].score
+
+    def idf(n_docs: int, n_term: int) -> float:                # Qdrant's Modifier.Idf
+        return math.log(1 + (n_docs - n_term + 0.5) / (n_term + 0.5))
+
+    term0 = SparseVector(indices=[0], values=[1.0])
+    data = vectors(970, 3)                                       # term i % 97: 10 points per term
+    policy = IndexPolicy(enabled=False, threshold=3000, quiet_s=0.3)
+    store = EdgeStore(tmp_path, index=policy)
+    try:
+        await store.create_collection("c", DIM, {})
+        await store.upsert("c", points(data))
+        assert term0_score(await store.search_sparse("c", term0, 5)) == pytest.approx(idf(970, 10), rel=1e-4)
+        await store.delete_by_doc_ids("c", [f"d{i}" for i in range(970) if i % 97 == 1])      # 10: 1 %
+        status = await store.index_status("c")
+        assert status["deleted_unvacuumed"] == 10 and status["state"] == "none"        # no pass for 1 %
+        await store.delete_by_doc_ids("c", [f"d{i}" for i in range(970) if 2 <= i % 97 <= 6])  # 50 more
+        assert term0_score(await store.search_sparse("c", term0, 5)) == pytest.approx(idf(970, 10), rel=1e-4)
+        assert (await store.index_status("c"))["state"] in {"waiting", "building"}
+        files = (await store.get_collection("c")).data_version
+        done = await wait_state(store, "c", {"none", "indexed"}, timeout=60)
+        assert done["builds"] == 1 and done["deleted_unvacuumed"] == 0 and done["points"] == 910
+        assert (await store.get_collection("c")).data_version != files     # (the search cache keys on it)
+        assert term0_score(await store.search_sparse("c", term0, 5)) == pytest.approx(idf(910, 10), rel=1e-4)
+
+        # deleted again, and the process stops before the pass (quiet period not over): counted on disk
+        await store.delete_by_doc_ids("c", [f"d{i}" for i in range(970) if 7 <= i % 97 <= 12])  # 60
+    finally:
+        await store.close()
+    assert json.loads((tmp_path / "collections" / "c" / "meta.json").read_text())["deleted"] == 60
+    store = EdgeStore(tmp_path, index=policy)
+    try:
+        await store.get_collection("c")                          # the first look schedules the pending pass
+        done = await wait_state(store, "c", {"none", "indexed"}, timeout=60)
+        assert done["builds"] == 1 and done["deleted_unvacuumed"] == 0 and done["points"] == 850
+        assert term0_score(await store.search_sparse("c", term0, 5)) == pytest.approx(idf(850, 10), rel=1e-4)
+        assert "deleted" not in json.loads((tmp_path / "collections" / "c" / "meta.json").read_text())
+    finally:
+        await store.close()

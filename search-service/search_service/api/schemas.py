@@ -209,7 +209,7 @@ class CollectionDetail(BaseModel):
     index: dict[str, Any] = Field(default_factory=dict,
                                   description="The vector index: state (none | waiting | building | indexed | "
                                               "failed: … on the embedded engine), points, indexed_vectors, "
-                                              "segments, builds, last_build_s and the HNSW settings")
+                                              "segments, deleted_unvacuumed, builds, last_build_s and the HNSW settings")
 
 
 class CollectionList(BaseModel):

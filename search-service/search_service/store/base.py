@@ -122,6 +122,10 @@ class CollectionInfo:
     meta: dict[str, Any] = field(default_factory=dict)   # model_id, bm25 stats, created_at, ...
     distribution: Distribution = SINGLE                   # as the engine reports it (1/1/1 in one process)
     vectors: dict[str, int] = field(default_factory=dict)  # extra named dense vectors -> dimension
+    # Changes when the engine replaced the collection's files without a write through this interface (the
+    # embedded engine's background optimizer pass: vacuumed deletes change BM25's IDF, a new index the
+    # approximate results). "" where the engine never does (the server optimizes in place).
+    data_version: str = ""
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,9 @@ Settings (the figures behind them: ``scripts/bench_store.py`` and the README's "
   key per hit is a large part of a query's cost, so candidates carry none (the search layer maps point
   ids to documents itself). ``max_search_threads=1``: a collection of this size is one segment, and the
   service gets its parallelism from concurrent requests, not from splitting one query.
-* Vector indexing happens by itself, off the serving process (:mod:`.edge_indexing`: the shard is copied, a
-  child process builds HNSW on the copy, the copy is swapped in if no write came meanwhile). ``POST
-  /collections/{name}/optimize`` runs the same build now and waits for it (below the threshold it only
-  merges and vacuums, in this process). After deletes the optimizer runs in this process (vacuum only,
-  cheap unless there is something to vacuum; see VACUUM_DELETED_FRACTION).
+* The engine's optimizer (HNSW builds, vacuuming deleted points) runs by itself, off the serving process
+  (:mod:`.edge_indexing`: the shard is copied, a child process optimizes the copy, the copy is swapped in
+  if no write came meanwhile). ``POST /collections/{name}/optimize`` runs the same pass now and waits.
 * Python-side conversion of hits (the binding builds ``uuid.UUID`` ids) and payload reads are most of a
   query's cost through this class: ask for few payload keys (or none) for candidates and ``retrieve``
   the page you return.
@@ -58,18 +56,13 @@ from stack_common import files as stack_files
 
 from .base import (DENSE, SPARSE, CollectionInfo, Conflict, Filter, Hit, NotFound, Payload, Point, SparseVector,
                    Unavailable, VectorStore, batches)
-from .edge_indexing import NEVER_KB, SHARD_DIR, BackgroundIndexer, IndexPolicy
+from .edge_indexing import NEVER_KB, SHARD_DIR, VACUUM_DELETED_FRACTION, BackgroundIndexer, IndexPolicy
 from .filters import doc_ids_filter, to_edge
 
 log = logging.getLogger("search_service.store.edge")
 T = TypeVar("T")
 
 META_FILE = "meta.json"
-# Deleted points keep counting in the sparse index's IDF statistics until their segment is vacuumed
-# (the Qdrant server behaves the same). After a delete we run the optimizer, which vacuums a segment once
-# this fraction of it is deleted: BM25 IDF then drifts by at most ~5% of the points, and a tiny delete
-# stays cheap (optimize() returns at once when nothing is planned).
-VACUUM_DELETED_FRACTION = 0.05
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -142,6 +135,7 @@ class _Collection:
     index_last_s: float | None = None
     readers: int = 0            # reads running in threads (an old shard is closed only when none is)
     checked: bool = False       # the index need was checked once since the store opened it
+    deleted: int = 0            # points deleted since the last optimizer pass (meta.json "deleted")
 
 
 class EdgeStore(VectorStore):
@@ -202,13 +196,15 @@ class EdgeStore(VectorStore):
         extra = doc.get("vectors") or {}
         shard = qe.EdgeShard.load(str(path / shard_dir), self._config(doc["dim"], extra))
         coll = _Collection(name=doc["name"], path=path, dim=doc["dim"], meta=doc["meta"], shard=shard,
-                           shard_dir=shard_dir, vectors=extra)
+                           shard_dir=shard_dir, vectors=extra, deleted=int(doc.get("deleted", 0)))
         coll.index_state = self._indexer.state(coll)
         return coll
 
     def _meta_doc(self, coll: _Collection, meta: dict[str, Any] | None = None) -> dict[str, Any]:
         doc = {"name": coll.name, "dim": coll.dim, "meta": coll.meta if meta is None else meta,
                "shard": coll.shard_dir}
+        if coll.deleted:
+            doc["deleted"] = coll.deleted
         return {**doc, "vectors": coll.vectors} if coll.vectors else doc
 
     def _save_shard_choice(self, coll: _Collection) -> None:
@@ -258,7 +254,8 @@ class EdgeStore(VectorStore):
 
     def _info(self, coll: _Collection) -> CollectionInfo:
         return CollectionInfo(name=coll.name, dim=coll.dim, points_count=coll.shard.count(qe.CountRequest(exact=True)),
-                              meta=copy.deepcopy(coll.meta), vectors=dict(coll.vectors))
+                              meta=copy.deepcopy(coll.meta), vectors=dict(coll.vectors),
+                              data_version=coll.shard_dir)
 
     # -- collections --------------------------------------------------------------------------------
 
@@ -363,11 +360,15 @@ class EdgeStore(VectorStore):
         flt = to_edge(doc_ids_filter(doc_ids))
 
         def delete() -> None:
+            before = coll.shard.info().points_count
             coll.shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
-            coll.shard.optimize()       # vacuum past VACUUM_DELETED_FRACTION (keeps BM25 IDF honest)
+            gone = before - coll.shard.info().points_count
+            if gone:                    # counted (and kept across restarts) until a pass vacuums them
+                coll.deleted += gone
+                write_json_atomic(coll.path / META_FILE, self._meta_doc(coll))
 
         await self._write(coll, delete)
-        self._indexer.schedule(coll)      # a vacuumed segment comes back without its index
+        self._indexer.schedule(coll)    # a pass once VACUUM_DELETED_FRACTION is deleted (BM25 IDF)
 
     async def _count(self, name: str, filter: Filter | None) -> int:
         coll = self._get(name)
@@ -375,13 +376,9 @@ class EdgeStore(VectorStore):
         return await self._read(coll, lambda: coll.shard.count(request))
 
     async def _optimize(self, name: str) -> bool:
-        """Build the index now (in the child process, see the module notes) and wait for it; True if the
-        shard changed. Below the threshold there is no index to build: the optimizer only merges and
-        vacuums, which is quick at that size, so it runs here without a copy and a child process."""
-        coll = self._get(name)
-        if not await self._read(coll, lambda: self._indexer.needs_build(coll)):
-            return await self._write(coll, coll.shard.optimize)
-        return await self._indexer.build_now(coll)
+        """Run the optimizer now (in the child process, see the module notes: vacuum, merge, and the index
+        past the threshold) and wait for it; True if the shard changed."""
+        return await self._indexer.build_now(self._get(name))
 
     # -- search -------------------------------------------------------------------------------------
 

@@ -1,15 +1,21 @@
-"""Background HNSW builds for the embedded store (:class:`.edge.EdgeStore`), off the serving process.
+"""The embedded store's optimizer passes (HNSW builds, vacuuming deleted points), off the serving process.
 
-The engine's ``optimize()`` holds the GIL for its whole run (tens of seconds at tens of thousands of points):
-run in the serving process it would freeze every request. So that process never builds an index (its
-optimizer's indexing threshold is :data:`NEVER_KB`). Once a collection holds ``threshold`` points no index
-covers and no write came for ``quiet_s``:
+The engine's ``optimize()`` holds the GIL for its whole run (tens of seconds to build an index at tens of
+thousands of points; ~0.9 s to vacuum 6 % of 20,000 points: ``python scripts/dev/delete_stall.py``): run in
+the serving process it would freeze every request. So that process never runs it (its optimizer's indexing
+threshold is :data:`NEVER_KB`). Once a collection holds ``threshold`` points no index covers, or
+:data:`VACUUM_DELETED_FRACTION` of its points were deleted since the last pass, and no write came for
+``quiet_s``:
 
 1. the shard is flushed and copied, under the collection's write lock (a consistent copy);
 2. a child process (``python -m search_service.store.index_worker``, niced, ``threads`` indexing threads)
-   builds HNSW on the copy;
-3. the indexed copy replaces the shard — if no write came meanwhile; otherwise the copy is dropped and the
-   build starts again once writes pause.
+   runs the optimizer on the copy: vacuum, merge, and HNSW where the threshold is reached;
+3. the optimized copy replaces the shard — if no write came meanwhile; otherwise the copy is dropped and the
+   pass starts again once writes pause.
+
+Deleted points keep counting in the sparse index's IDF statistics until their segment is vacuumed (the
+Qdrant server behaves the same), so BM25 scores after a large delete settle once the pass has run (a few
+seconds); the count of deleted points is kept in ``meta.json`` so a restart does not forget it.
 
 Searches keep answering from the current shard throughout; writes wait only while the copy is made.
 ``meta.json`` names the shard directory in use (written by the store's ``save_meta``), so a crash at any
@@ -38,6 +44,9 @@ log = logging.getLogger("search_service.store.edge")
 
 NEVER_KB = 1 << 40       # an indexing threshold (KB) no segment reaches: the serving process never builds an index
 SHARD_DIR = "shard"
+# The optimizer vacuums a segment once this fraction of it is deleted; a pass is scheduled once this fraction
+# of the collection is: BM25 IDF drifts by at most ~5 % of the points, and small deletes cost no pass.
+VACUUM_DELETED_FRACTION = 0.05
 
 
 @dataclass(frozen=True)
@@ -62,8 +71,8 @@ class IndexPolicy:
 
 
 class BackgroundIndexer:
-    """Schedules, runs and swaps in the index builds of one store's collections. The per-collection state
-    (task, child process, state string, build count) lives on the store's ``_Collection``.
+    """Schedules, runs and swaps in the optimizer passes of one store's collections. The per-collection
+    state (task, child process, state string, pass count, deleted points) lives on the store's ``_Collection``.
 
     ``load(path, coll)`` opens a shard directory with the collection's serving configuration;
     ``save_meta(coll)`` durably records ``coll.shard_dir`` as the shard in use (called under ``coll.lock``)."""
@@ -85,26 +94,34 @@ class BackgroundIndexer:
         dense = max(0, info.indexed_vectors_count - info.points_count) // (1 + len(coll.vectors))
         return info.points_count, dense, info.segments_count
 
-    def needs_build(self, coll: _Collection) -> bool:
+    def needs_index(self, coll: _Collection) -> bool:
         points, indexed, _ = self.counts(coll)
         return points - indexed >= self.policy.threshold
+
+    @staticmethod
+    def needs_vacuum(coll: _Collection) -> bool:
+        points = coll.shard.info().points_count
+        return coll.deleted > 0 and coll.deleted >= VACUUM_DELETED_FRACTION * (points + coll.deleted)
 
     def state(self, coll: _Collection) -> str:
         points, indexed, _ = self.counts(coll)
         return "indexed" if indexed and points - indexed < self.policy.threshold else "none"
 
     def schedule(self, coll: _Collection) -> None:
-        """After a write: start the background build when enough points lack an index (once)."""
-        if not self.policy.enabled or self.closed or (coll.indexer is not None and not coll.indexer.done()):
+        """After a write: start a background pass when enough points lack an index (unless automatic
+        indexing is off) or enough were deleted (always: BM25's IDF depends on it). One at a time."""
+        if self.closed or (coll.indexer is not None and not coll.indexer.done()):
             return
-        if self.needs_build(coll):
+        index = self.policy.enabled and self.needs_index(coll)
+        if index or self.needs_vacuum(coll):
             coll.index_state = "waiting"
-            coll.indexer = asyncio.ensure_future(self._loop(coll, wait=True))
+            coll.indexer = asyncio.ensure_future(self._loop(coll, wait=True, index=self.policy.enabled))
 
     async def build_now(self, coll: _Collection) -> bool:
-        """Build without waiting for writes to pause, and wait for it; True if the shard changed."""
+        """A full pass (index included) without waiting for writes to pause, and wait for it; True if the
+        shard changed."""
         await self.stop(coll)
-        coll.indexer = asyncio.ensure_future(self._loop(coll, wait=False))
+        coll.indexer = asyncio.ensure_future(self._loop(coll, wait=False, index=True))
         return await asyncio.shield(coll.indexer)
 
     async def stop(self, coll: _Collection) -> None:
@@ -121,11 +138,13 @@ class BackgroundIndexer:
         points, indexed, segments = counts
         p = self.policy
         return {"state": coll.index_state, "points": points, "indexed_vectors": indexed, "segments": segments,
+                "deleted_unvacuumed": coll.deleted,
                 "builds": coll.index_runs, "last_build_s": coll.index_last_s, "auto": p.enabled,
                 "threshold": p.threshold, "m": p.m, "ef_construct": p.ef_construct, "ef": p.ef}
 
-    async def _loop(self, coll: _Collection, *, wait: bool) -> bool:
-        """Build until a build is swapped in (writes during a build send it back to waiting)."""
+    async def _loop(self, coll: _Collection, *, wait: bool, index: bool) -> bool:
+        """Run passes until one is swapped in (writes during a pass send it back to waiting). ``index``:
+        the child may build HNSW (else it only vacuums and merges)."""
         try:
             while True:
                 if wait:
@@ -135,15 +154,15 @@ class BackgroundIndexer:
                 wait = True
                 coll.index_state = "building"
                 t0 = time.perf_counter()
-                swapped = await self._build(coll)
+                swapped = await self._build(coll, index)
                 if swapped is not None:
                     coll.index_runs += 1
                     coll.index_last_s = round(time.perf_counter() - t0, 3)
                     coll.index_state = self.state(coll)
-                    log.info("collection %s: index built in %.1f s", coll.name, coll.index_last_s,
-                             extra={"collection": coll.name, "changed": swapped})
+                    log.info("collection %s: optimized in %.1f s (index %s)", coll.name, coll.index_last_s,
+                             coll.index_state, extra={"collection": coll.name, "changed": swapped})
                     return swapped
-                log.info("collection %s: written to during the index build; building again once writes pause",
+                log.info("collection %s: written to during the optimizer pass; again once writes pause",
                          coll.name)
         except asyncio.CancelledError:
             coll.index_state = self.state(coll) if not self.closed else coll.index_state
@@ -153,8 +172,8 @@ class BackgroundIndexer:
             log.exception("collection %s: index build failed", coll.name)
             raise
 
-    async def _build(self, coll: _Collection) -> bool | None:
-        """One build: copy → child optimizes the copy → swap if no write came. None: a write came (copy
+    async def _build(self, coll: _Collection, index: bool) -> bool | None:
+        """One pass: copy → child optimizes the copy → swap if no write came. None: a write came (copy
         dropped). True/False: swapped in; whether the optimizer changed anything."""
         new_dir = f"{SHARD_DIR}-{uuid.uuid4().hex[:12]}"
         target = coll.path / new_dir
@@ -167,7 +186,8 @@ class BackgroundIndexer:
 
         try:
             seq = await asyncio.to_thread(copy)
-            policy = {**dataclasses.asdict(self.policy), "dim": coll.dim, "vectors": coll.vectors}
+            policy = {**dataclasses.asdict(self.policy), "dim": coll.dim, "vectors": coll.vectors,
+                      "build_index": index}
             coll.child = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "search_service.store.index_worker", str(target), json.dumps(policy),
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -192,6 +212,7 @@ class BackgroundIndexer:
                     return None
                 old, old_dir = coll.shard, coll.shard_dir
                 coll.shard, coll.shard_dir = new, new_dir
+                coll.deleted = 0                 # the optimizer has vacuumed what it vacuums
                 self._save_meta(coll)            # the new shard is the one now
                 coll.info = None
                 return old, old_dir

@@ -1,4 +1,5 @@
-"""``python -m search_service.store.index_worker SHARD_DIR POLICY_JSON``: build the HNSW index of a copy of an
+"""``python -m search_service.store.index_worker SHARD_DIR POLICY_JSON``: run the engine's optimizer (vacuum
+deleted points, merge segments, and build the HNSW index unless ``build_index`` is false) on a copy of an
 embedded collection's shard, in a process of its own.
 
 The embedded engine's ``optimize()`` holds the GIL for its whole run, so :class:`..edge.EdgeStore` never
@@ -24,12 +25,13 @@ def main(argv: list[str]) -> int:
     policy = json.loads(policy_json)
     dim = int(policy.pop("dim"))
     extra = {name: int(d) for name, d in (policy.pop("vectors", None) or {}).items()}
+    build_index = bool(policy.pop("build_index", True))     # False: vacuum and merge only
     try:
         os.nice(10)                 # searches in the serving process come first
     except OSError:
         pass
     t0 = time.perf_counter()
-    shard = qe.EdgeShard.load(shard_dir, edge_config(dim, IndexPolicy(**policy), build_index=True, extra=extra))
+    shard = qe.EdgeShard.load(shard_dir, edge_config(dim, IndexPolicy(**policy), build_index=build_index, extra=extra))
     try:
         changed = shard.optimize()
         shard.flush()
