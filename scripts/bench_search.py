@@ -4,6 +4,7 @@
     python scripts/bench_search.py                         # starts its own service, loads SciFact
     python scripts/bench_search.py --limit-docs 300 --requests 100     # quick check
     python scripts/bench_search.py --url http://127.0.0.1:8001        # a service already running
+    python scripts/bench_search.py --compare-models minilm,multilingual-e5-small --limit-docs 1000
 
 1. Starts ``uvicorn --factory search_service.main:create_app`` (data under ``--data-dir``, so a
    second run reuses the loaded collection) unless ``--url`` is given, and loads SciFact through
@@ -17,6 +18,11 @@
 3. Seed-style baseline in this process: rank-bm25 (``BM25Okapi`` over lower-cased whitespace tokens,
    scoring the whole corpus per query) + qdrant-client local mode (``:memory:``) for the dense side +
    RRF (k=60), query embedding with sentence-transformers fp32 as the seed did. Prints the ratios.
+
+With ``--compare-models A,B``: one collection per embedding model (``{collection}-{model}``, the same
+documents), and cache-miss ``POST /search/hybrid`` at concurrency 1 alternating the collections request by
+request (the same query text for each in turn), so the embedding models' cost is compared as a user pays it:
+p50/p95 per model and the ratio to the first. Nothing else is run.
 
 Load generator: ``wrk`` (C; ``scripts/ensure_tools.sh --bench`` installs it) when installed, driven by
 ``scripts/bench/search_load.lua`` for ``--seconds`` per row, else this process's httpx client for a
@@ -132,6 +138,49 @@ def baseline(docs: list[dict], queries: list[str], n_requests: int) -> dict:
             "p99": pct(lat, 99), "encoder": encoder}
 
 
+def compare_models(url: str, args: argparse.Namespace, docs: list[dict], queries: list[str],
+                   models: list[str]) -> None:
+    """Cache-miss hybrid searches at concurrency 1 on one collection per model, alternating request by
+    request; p50/p95 per model and the ratio of each to the first."""
+    from stack_dev.machine import cpu_name
+
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for model in models:
+            name = f"{args.collection}-{model}"
+            r = client.get(f"/collections/{name}")
+            if r.status_code == 200 and r.json()["documents"] >= len(docs):
+                print(f"{name}: already loaded")
+                continue
+            ingest_mod.ensure_collection(client, name, recreate=r.status_code == 200, embedding_model=model)
+            n, sec = ingest_mod.load(url, name, docs, batch=64, concurrency=2)
+            print(f"{name}: {n} docs in {sec:.1f} s = {n / sec:.1f} docs/s (batch 64, 2 in flight)")
+    nonce = int(time.time() * 1000) % 1_000_000
+    lat: dict[str, list[float]] = {m: [] for m in models}
+
+    async def run() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            for i in range(args.requests):
+                q = queries[i % len(queries)]
+                order = models if i % 2 == 0 else list(reversed(models))
+                for model in order:
+                    body = {"collection": f"{args.collection}-{model}", "query": q, "limit": 10,
+                            "score_threshold": (nonce * 10_000 + i) * 1e-15}
+                    t0 = time.perf_counter()
+                    r = await client.post("/search/hybrid", json=body)
+                    lat[model].append((time.perf_counter() - t0) * 1000)
+                    assert r.status_code == 200 and not r.json()["cached"], r.text
+
+    asyncio.run(run())
+    print(f"CPU: {cpu_name()}; {len(docs)} documents per collection; {args.requests} cache-miss searches per "
+          f"model at concurrency 1, the collections alternating request by request; {DEFINITION}")
+    print("| embedding model | p50 ms | p95 ms | p50 vs first |\n|---|---|---|---|")
+    first = pct(lat[models[0]], 50)
+    for model in models:
+        print(f"| {model} | {pct(lat[model], 50):.2f} | {pct(lat[model], 95):.2f} | "
+              f"{pct(lat[model], 50) / first:.2f}× |")
+    print("command: python " + " ".join(sys.argv))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default=None, help="a running service (default: start one)")
@@ -143,6 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--requests", type=int, default=400, help="requests per (concurrency, kind)")
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--compare-models", default=None,
+                    help="comma-separated embedding models: compare their collections' cache-miss latency")
     ap.add_argument("--loadgen", choices=["auto", "wrk", "httpx"], default="auto",
                     help="load generator: wrk (install: scripts/ensure_tools.sh --bench) or this process's "
                          "httpx client; auto = wrk when installed")
@@ -167,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
         print("note: against --url, start the service with SEARCH_EMBED_QUERY_CACHE=0, or cache misses that "
               "repeat a query text skip the embedding model")
     try:
+        if args.compare_models:
+            compare_models(url, args, docs, queries, args.compare_models.split(","))
+            return
         ingest_line = "already loaded (ingestion not measured; use a fresh --data-dir to measure it)"
         with httpx.Client(base_url=url, timeout=60) as client:
             r = client.get(f"/collections/{args.collection}")
