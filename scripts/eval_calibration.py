@@ -255,6 +255,8 @@ def main() -> None:
                 ("chunk_words", "chunk_overlap", "embed_batch_size", "embed_doc_tokens", "candidates", "fusion",
                  "alpha")}
     spec = MODELS[args.embedding_model]
+    if defaults["alpha"] is None:                   # the service's default: the collection's model's own
+        defaults["alpha"] = spec.fusion_alpha
     unrelated = spec.cosine_unrelated if args.cosine_unrelated is None else args.cosine_unrelated
     related = spec.cosine_related if args.cosine_related is None else args.cosine_related
     terms = fusion.BM25_EVIDENCE_TERMS if args.bm25_terms is None else args.bm25_terms

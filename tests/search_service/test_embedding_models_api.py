@@ -83,3 +83,38 @@ def test_settings_name_the_available_models():
         Settings(embedding_models="minilm,bge")
     with pytest.raises(ValidationError, match="embedding_model 'multilingual-e5-small' must be one of"):
         Settings(embedding_models="minilm", embedding_model="multilingual-e5-small")
+
+
+def test_the_default_alpha_is_the_collection_models_and_a_request_or_setting_overrides_it(client, unique_name,
+                                                                                       tmp_path, redis_url):
+    """Hybrid weights without alpha/weights in the request: the collection's model's ``fusion_alpha`` (MiniLM's
+    vector side is weaker than BM25 on SciFact, e5's a little stronger); a request's alpha wins; so does
+    SEARCH_ALPHA for every collection. The explain output shows the weights the fusion used."""
+    from search_service.embedding_models import MODELS
+
+    docs = [{"id": "a", "text": "vitamin D and bone fractures"}, {"id": "b", "text": "sleep and memory"}]
+
+    def weights(c, name, **extra) -> dict:
+        body = {"query": "vitamin D", "collection": name, "explain": True, **extra}
+        r = c.post("/search/hybrid", json=body)
+        assert r.status_code == 200, r.text
+        ex = r.json()["explain"]["retrievers"]
+        return {k: round(ex[k]["weight"], 6) for k in ("vector", "keyword")}
+
+    names = {m: f"{unique_name}-{i}" for i, m in enumerate(("minilm", "multilingual-e5-small"))}
+    try:
+        for model, name in names.items():
+            assert client.post("/collections", json={"name": name, "embedding_model": model}).status_code == 201
+            ingest(client, name, docs)
+            a = MODELS[model].fusion_alpha
+            assert weights(client, name) == {"vector": a, "keyword": round(1 - a, 6)}, model
+            assert weights(client, name, alpha=0.3) == {"vector": 0.3, "keyword": 0.7}
+        assert MODELS["minilm"].fusion_alpha != MODELS["multilingual-e5-small"].fusion_alpha
+    finally:
+        for name in names.values():
+            client.delete(f"/collections/{name}")
+    with serve_in_process(app_settings(tmp_path / "data", redis_url, unique_name, alpha=0.3)) as c:
+        for model, name in names.items():
+            c.post("/collections", json={"name": name, "embedding_model": model})
+            ingest(c, name, docs)
+            assert weights(c, name) == {"vector": 0.3, "keyword": 0.7}, model

@@ -12,7 +12,7 @@ from search_service import fusion
 from search_service.embedding_models import MODELS
 from tests.search_service.service_fixtures import app_settings, ingest, serve_in_process
 
-ALPHA = 0.45          # the service's default (Settings.alpha)
+ALPHA = MODELS["multilingual-e5-small"].fusion_alpha    # the default of a collection whose model is e5
 
 
 @pytest.fixture(scope="module")

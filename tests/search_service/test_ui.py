@@ -30,7 +30,7 @@ def test_the_page_and_its_assets_are_served_without_a_key_the_api_still_needs_on
         assert r.headers["x-content-type-options"] == "nosniff"
         config = _config(r.text)
         assert config == {"fusions": list(get_args(Method)), "default_fusion": "rrf", "default_alpha": 0.3,
-                          "max_limit": 100}
+                          "model_alphas": {"minilm": 0.45, "multilingual-e5-small": 0.55}, "max_limit": 100}
         # nothing runs inline (the CSP would block it): the one executable script is the module file
         assert re.findall(r"<script(?![^>]*application/json)[^>]*>", r.text) == [
             '<script type="module" src="ui/app.js">']

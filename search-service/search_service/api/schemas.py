@@ -29,7 +29,8 @@ class SearchRequest(BaseModel):
     alpha: float | None = Field(None, ge=0.0, le=1.0,
                                 description="Weight of each dense retriever against keyword's 1 - alpha (convex "
                                             "fusions): `vector`, and `vector:<model>` for each extra embedding "
-                                            "model of the collection.")
+                                            "model of the collection. Default: SEARCH_ALPHA if set, else the "
+                                            "collection's model's (minilm 0.45, multilingual-e5-small 0.55).")
     weights: dict[str, float] | None = Field(None, description="Per-retriever weights, e.g. {\"vector\": 0.6, "
                                                                "\"keyword\": 0.4}; a collection with extra "
                                                                "embedding models adds `vector:<model>` names.")

@@ -124,10 +124,18 @@ const fmt = (x, digits = 3) => (typeof x === "number" ? x.toFixed(digits) : Stri
 // ---- state in the URL -------------------------------------------------------------------------------------
 let shownSearch = location.search;      // the query string the page shows (popstate compares with it)
 
+// alpha: the server applies the collection's model's default unless the person (or the URL) chose one
+let alphaChosen = false;
+const collectionModels = {};            // collection name -> its embedding model (from GET /collections)
+
+function defaultAlpha() {
+  return CONFIG.default_alpha ?? CONFIG.model_alphas[collectionModels[$("collection").value]] ?? 0.5;
+}
+
 function formState() {
   return {
     collection: $("collection").value, q: $("query").value, mode: $("mode").value,
-    fusion: $("fusion").value, alpha: $("alpha").value, limit: $("limit").value,
+    fusion: $("fusion").value, alpha: alphaChosen ? $("alpha").value : "", limit: $("limit").value,
   };
 }
 
@@ -152,7 +160,8 @@ function applyParams(params) {
     const v = params.get(name);
     if (v && [...$(name).options].some((o) => o.value === v)) $(name).value = v;
   }
-  if (params.get("alpha") !== null && params.get("alpha") !== "") $("alpha").value = params.get("alpha");
+  alphaChosen = params.get("alpha") !== null && params.get("alpha") !== "";
+  $("alpha").value = alphaChosen ? params.get("alpha") : defaultAlpha();
   if (params.get("limit")) $("limit").value = params.get("limit");
   syncControls();
 }
@@ -178,6 +187,7 @@ function syncControls() {
 async function loadCollectionNames() {
   const body = await getJSON("/collections");
   const names = body.collections.map((c) => c.name);
+  for (const c of body.collections) collectionModels[c.name] = c.embedding_model;
   for (const id of ["collection", "upload-collection"]) {
     const select = $(id);
     const keep = select.value;
@@ -318,7 +328,7 @@ function searchBody() {
   const body = { collection: s.collection, query: s.q, limit: Number(s.limit) || 10, explain: true, highlight: true };
   if (s.mode === "hybrid") {
     body.fusion = s.fusion;
-    body.alpha = Number(s.alpha);
+    if (alphaChosen) body.alpha = Number(s.alpha);
   }
   return body;
 }
@@ -532,12 +542,16 @@ async function runAsk() {
 function init() {
   $("fusion").replaceChildren(...CONFIG.fusions.map((f) => el("option", { value: f, textContent: f })));
   $("fusion").value = CONFIG.default_fusion;
-  $("alpha").value = CONFIG.default_alpha;
+  $("alpha").value = defaultAlpha();
   $("limit").max = CONFIG.max_limit;
   syncControls();
 
   $("mode").addEventListener("change", syncControls);
-  $("alpha").addEventListener("input", syncControls);
+  $("alpha").addEventListener("input", () => { alphaChosen = true; syncControls(); });
+  $("collection").addEventListener("change", () => {
+    if (!alphaChosen) $("alpha").value = defaultAlpha();
+    syncControls();
+  });
   $("search-form").addEventListener("submit", (ev) => { ev.preventDefault(); pushState("search"); runSearch(); });
   $("ask-button").addEventListener("click", runAsk);
   $("create-form").addEventListener("submit", createCollection);

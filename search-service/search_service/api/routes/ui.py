@@ -15,6 +15,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from stack_common.errors import NotFound
 
+from ...embedding_models import MODELS
 from ...fusion import Method
 from ..deps import SettingsDep
 from ..schemas import SearchRequest
@@ -43,7 +44,8 @@ def page_config(settings) -> dict:
     """What the page needs to know of this server: fusion names and defaults, the result limit."""
     limit = next(m.le for m in SearchRequest.model_fields["limit"].metadata if hasattr(m, "le"))
     return {"fusions": list(get_args(Method)), "default_fusion": settings.fusion,
-            "default_alpha": settings.alpha, "max_limit": limit}
+            "default_alpha": settings.alpha, "model_alphas": {m.key: m.fusion_alpha for m in MODELS.values()},
+            "max_limit": limit}
 
 
 @router.get("/")
