@@ -16,7 +16,9 @@ a task runs dense+sparse searches back to back on the same event loop (and a 1 m
 loop's gaps), deletes a small share of the documents (below the vacuum fraction) and then a larger one
 (past it), each time waiting until the background pass (if any) is swapped in. It prints per phase the
 delete call's time, the time until the pass was in, the searches' latency (median, max) and the longest
-gap the loop saw; the baseline is the same searches with nothing in flight, in the same run.
+gap the loop saw; the baseline is the same searches with nothing in flight, in the same run. First, what
+the swap of a pass costs the loop step by step (each engine call in a thread, a 1 ms ticker on the loop):
+flush, copy, opening the copy, closing a shard — the calls that hold the GIL stall the loop as long as they run.
 """
 from __future__ import annotations
 
@@ -81,6 +83,45 @@ async def searches_while(store: EdgeStore, qs: list, action) -> tuple[float, lis
     return took, lat, max(gaps)
 
 
+async def swap_costs(store: EdgeStore) -> None:
+    """Each step of a pass's copy-and-swap, timed, with the longest loop gap while it ran."""
+    import shutil
+
+    import qdrant_edge as qe
+
+    coll = store._get("c")
+    copy_dir = coll.path / "shard-swap-cost"
+    steps = [("flush", coll.shard.flush),
+             ("copy the shard directory", lambda: shutil.copytree(coll.path / coll.shard_dir, copy_dir)),
+             ("open the copy (EdgeShard.load)", lambda: qe.EdgeShard.load(str(copy_dir),
+                                                                          store._config(coll.dim, coll.vectors)))]
+    print("| swap step | ms | longest loop gap ms |\n|---|---|---|")
+    opened = None
+    for name, fn in steps + [("close a shard", lambda: opened.close()),
+                             ("remove a shard directory", lambda: shutil.rmtree(copy_dir))]:
+        gaps: list[float] = []
+        done = False
+
+        async def tick() -> None:
+            last = time.perf_counter()
+            while not done:
+                await asyncio.sleep(0.001)
+                now = time.perf_counter()
+                gaps.append((now - last) * 1000)
+                last = now
+
+        task = asyncio.ensure_future(tick())
+        await asyncio.sleep(0.05)
+        t0 = time.perf_counter()
+        result = await asyncio.to_thread(fn)
+        took = (time.perf_counter() - t0) * 1000
+        await asyncio.sleep(0.05)
+        done = True
+        await task
+        opened = result if name.startswith("open") else opened
+        print(f"| {name} | {took:.0f} | {max(gaps):.0f} |")
+
+
 async def run(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(7)
     points = corpus(args.points, args.dim, rng)
@@ -98,6 +139,7 @@ async def run(args: argparse.Namespace) -> None:
         print(f"{args.points:,} points x {args.dim} dims + sparse + ~1.5 KB payload; index: {status['state']} "
               f"({status['indexed_vectors']:,} indexed, {status['segments']} segments); vacuum past "
               f"{VACUUM_DELETED_FRACTION:.0%} deleted")
+        await swap_costs(store)
         print(f"optimizer: {'in the serving process after the delete' if args.in_process else 'child process'}")
         print("| phase | delete s | pass in after s | searches | search ms median | search ms max | "
               "longest loop gap ms |")

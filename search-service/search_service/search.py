@@ -231,8 +231,9 @@ class SearchService:
         t0 = time.perf_counter()
         info = await self.catalog.get(q.collection, check_model=False)     # 404 before anything else
         dense = self.catalog.dense(info)                     # then 503 / 409 for its models, before the cache
-        if q.alpha is None and q.weights is None:            # the collection's model's default (in the cache key)
-            q = dataclasses.replace(q, alpha=dense["vector"][0].spec.fusion_alpha)
+        if q.alpha is None and q.weights is None:     # the default: SEARCH_ALPHA, else the collection's model's
+            alpha = self.settings.alpha
+            q = dataclasses.replace(q, alpha=dense["vector"][0].spec.fusion_alpha if alpha is None else alpha)
         key = None
         if self.cache is not None and self.cache.enabled:
             version = f'{info.meta.get("version", "")}+{info.data_version}'

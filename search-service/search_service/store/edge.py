@@ -70,14 +70,6 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     stack_files.write_json_atomic(path, obj, sort_keys=True, ensure_ascii=False)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def edge_config(dim: int, policy: IndexPolicy, *, build_index: bool, payload_memory: qe.Memory = qe.Memory.Cold,
                 vector_memory: qe.Memory = qe.Memory.Pinned, max_search_threads: int | None = 1,
                 extra: dict[str, int] | None = None) -> qe.EdgeConfig:
@@ -145,7 +137,7 @@ class EdgeStore(VectorStore):
                  vector_memory: qe.Memory = qe.Memory.Pinned, max_search_threads: int | None = 1,
                  index: IndexPolicy | None = None) -> None:
         self._index = index or IndexPolicy()
-        self._indexer = BackgroundIndexer(self._index, save_meta=self._save_shard_choice,
+        self._indexer = BackgroundIndexer(self._index, save_meta=self._save_doc,
                                           load=lambda path, coll: qe.EdgeShard.load(path, self._config(coll.dim,
                                                                                                         coll.vectors)))
         self._root = Path(data_dir) / "collections"
@@ -207,10 +199,9 @@ class EdgeStore(VectorStore):
             doc["deleted"] = coll.deleted
         return {**doc, "vectors": coll.vectors} if coll.vectors else doc
 
-    def _save_shard_choice(self, coll: _Collection) -> None:
-        """meta.json names ``coll.shard_dir`` as the shard in use (an index build swapped one in)."""
-        write_json_atomic(coll.path / META_FILE, self._meta_doc(coll))
-        _fsync_dir(coll.path)
+    def _save_doc(self, coll: _Collection, meta: dict[str, Any] | None = None) -> None:
+        """meta.json as ``coll`` stands (shard in use, deleted count), with ``meta`` if given; durable."""
+        write_json_atomic(coll.path / META_FILE, self._meta_doc(coll, meta))
 
     # -- plumbing -----------------------------------------------------------------------------------
 
@@ -288,7 +279,7 @@ class EdgeStore(VectorStore):
                 except BaseException:
                     shutil.rmtree(tmp, ignore_errors=True)
                     raise
-                _fsync_dir(self._root)
+                stack_files.fsync_dir(self._root)
                 coll = self._collections[name] = self._open(final)
                 return coll
 
@@ -307,7 +298,7 @@ class EdgeStore(VectorStore):
             coll.shard.close()
             trash = self._root / f".trash-{name}-{uuid.uuid4().hex}"
             os.rename(coll.path, trash)
-            _fsync_dir(self._root)
+            stack_files.fsync_dir(self._root)
             shutil.rmtree(trash, ignore_errors=True)
 
         await self._write(coll, drop)
@@ -334,7 +325,7 @@ class EdgeStore(VectorStore):
         coll = self._get(name)
 
         def save() -> None:
-            write_json_atomic(coll.path / META_FILE, self._meta_doc(coll, meta))
+            self._save_doc(coll, meta)
             coll.meta = meta
 
         await self._write(coll, save, changes=False)
@@ -365,7 +356,7 @@ class EdgeStore(VectorStore):
             gone = before - coll.shard.info().points_count
             if gone:                    # counted (and kept across restarts) until a pass vacuums them
                 coll.deleted += gone
-                write_json_atomic(coll.path / META_FILE, self._meta_doc(coll))
+                self._save_doc(coll)
 
         await self._write(coll, delete)
         self._indexer.schedule(coll)    # a pass once VACUUM_DELETED_FRACTION is deleted (BM25 IDF)

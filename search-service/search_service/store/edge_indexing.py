@@ -1,7 +1,7 @@
 """The embedded store's optimizer passes (HNSW builds, vacuuming deleted points), off the serving process.
 
 The engine's ``optimize()`` holds the GIL for its whole run (tens of seconds to build an index at tens of
-thousands of points; ~0.9 s to vacuum 6 % of 20,000 points: ``python scripts/dev/delete_stall.py``): run in
+thousands of points; ~0.7 s to vacuum 6 % of 20,000 points: ``python scripts/dev/delete_stall.py``): run in
 the serving process it would freeze every request. So that process never runs it (its optimizer's indexing
 threshold is :data:`NEVER_KB`). Once a collection holds ``threshold`` points no index covers, or
 :data:`VACUUM_DELETED_FRACTION` of its points were deleted since the last pass, and no write came for
@@ -94,15 +94,6 @@ class BackgroundIndexer:
         dense = max(0, info.indexed_vectors_count - info.points_count) // (1 + len(coll.vectors))
         return info.points_count, dense, info.segments_count
 
-    def needs_index(self, coll: _Collection) -> bool:
-        points, indexed, _ = self.counts(coll)
-        return points - indexed >= self.policy.threshold
-
-    @staticmethod
-    def needs_vacuum(coll: _Collection) -> bool:
-        points = coll.shard.info().points_count
-        return coll.deleted > 0 and coll.deleted >= VACUUM_DELETED_FRACTION * (points + coll.deleted)
-
     def state(self, coll: _Collection) -> str:
         points, indexed, _ = self.counts(coll)
         return "indexed" if indexed and points - indexed < self.policy.threshold else "none"
@@ -112,8 +103,10 @@ class BackgroundIndexer:
         indexing is off) or enough were deleted (always: BM25's IDF depends on it). One at a time."""
         if self.closed or (coll.indexer is not None and not coll.indexer.done()):
             return
-        index = self.policy.enabled and self.needs_index(coll)
-        if index or self.needs_vacuum(coll):
+        points, indexed, _ = self.counts(coll)
+        index = self.policy.enabled and points - indexed >= self.policy.threshold
+        vacuum = coll.deleted > 0 and coll.deleted >= VACUUM_DELETED_FRACTION * (points + coll.deleted)
+        if index or vacuum:
             coll.index_state = "waiting"
             coll.indexer = asyncio.ensure_future(self._loop(coll, wait=True, index=self.policy.enabled))
 

@@ -33,7 +33,7 @@ def to_query(req: SearchRequest, mode: Mode, s: Settings) -> SearchQuery:
     return SearchQuery(
         query=req.query, collection=req.collection, mode=mode, limit=req.limit, offset=req.offset,
         score_threshold=req.score_threshold, fusion=req.fusion or s.fusion,
-        alpha=req.alpha if req.alpha is not None else (None if req.weights else s.alpha),
+        alpha=req.alpha,                # None: SearchService applies the default (setting, else the model's)
         weights=tuple(sorted(req.weights.items())) if req.weights else None,
         rrf_k=req.rrf_k or s.rrf_k, filter=flt, explain=req.explain,
         highlight=req.highlight, snippet_chars=s.highlight_snippet_chars)
